@@ -1,0 +1,1 @@
+"""Coffer center (DESIGN.md)."""

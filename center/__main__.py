@@ -1,0 +1,14 @@
+"""Entry point of `center`: not implemented yet (its issue has not landed)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    print("center: not implemented yet", file=sys.stderr)
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Coffer device_os (DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Coffer terminal_cli (DESIGN.md)."""

@@ -1,0 +1,14 @@
+"""Entry point of `terminal_cli`: not implemented yet (its issue has not landed)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    print("terminal_cli: not implemented yet", file=sys.stderr)
+    sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()
