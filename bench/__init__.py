@@ -1,0 +1,1 @@
+"""Coffer benchmarks: each module has `main(argv) -> int` and prints one JSON object per line."""
