@@ -1,14 +1,15 @@
-"""Entry point of `center`: not implemented yet (its issue has not landed)."""
+"""Entry point of `center` (console script and `python -m center`)."""
 
 from __future__ import annotations
 
 import sys
 
 
-def main() -> None:
-    print("center: not implemented yet", file=sys.stderr)
-    sys.exit(3)
+def main(argv: list[str] | None = None) -> int:
+    from center.cli.app import run
+
+    return run(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The center's HTTP API: `create_app(settings)` (center.api.app)."""

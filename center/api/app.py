@@ -1,0 +1,70 @@
+"""`create_app(settings)`: the center's FastAPI application (STYLE.md item 11: no work at import time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from center.api import access, openapi, problems
+from center.api.context import CenterContext
+from center.api.routes import health, items, storefront, wellknown
+from center.api.security import SecurityHeaders
+from center.blobs import LocalBlobStore
+from center.db.engine import make_engine, session_factory
+from center.keys import CenterKeys, load_or_create
+from center.services.catalog import CatalogService
+from center.settings import CenterSettings
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+
+def _money(amount: int, currency: str) -> str:
+    return f"{amount:,} {currency}"
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True), auto_reload=False
+    )
+    env.filters["money"] = lambda price: _money(price.amount, price.currency)
+    env.filters["kib"] = lambda n: f"{n / 1024:.1f} KiB"
+    return env
+
+
+def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> FastAPI:
+    """Build the app for `settings`: keys (created on first start), engine, blob store, services.
+
+    The database must already be migrated (`center serve` and `center db upgrade` do it).
+    """
+    keys = keys if keys is not None else load_or_create(settings.keys_dir, settings.issuer_url())
+    engine = make_engine(settings.sqlalchemy_url())
+    blobs = LocalBlobStore(settings.blobs_dir)
+    catalog = CatalogService(session_factory(engine), blobs, settings.data_dir / "tmp")
+    context = CenterContext(settings, keys, engine, blobs, catalog, templates())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="Coffer center",
+        version="1",
+        description='Catalog, previews and storefront of a Coffer center (DESIGN.md "Center API"). '
+        "Every error is application/problem+json (RFC 9457) with a type from protocol/problems.py.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.center = context
+    for router in (storefront.router, health.router, wellknown.router, items.router):
+        app.include_router(router)
+    problems.install(app)
+    openapi.install(app)
+    access.enforce(app)
+    app.add_middleware(SecurityHeaders, hsts=settings.tls)
+    return app

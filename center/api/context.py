@@ -1,0 +1,23 @@
+"""What the routes share: built once by `create_app`, reached through `center.api.deps`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jinja2 import Environment
+from sqlalchemy import Engine
+
+from center.blobs import BlobStore
+from center.keys import CenterKeys
+from center.services.catalog import CatalogService
+from center.settings import CenterSettings
+
+
+@dataclass(frozen=True)
+class CenterContext:
+    settings: CenterSettings
+    keys: CenterKeys
+    engine: Engine
+    blobs: BlobStore
+    catalog: CatalogService
+    templates: Environment

@@ -1,0 +1,82 @@
+"""The catalog API: `GET /v1/items`, `/v1/items/{item_id}`, `/v1/items/{item_id}/previews/{n}` (Range)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from center.api.deps import CatalogDep
+from center.api.openapi import problem_responses
+from center.api.ranges import parse_range
+from protocol.api.catalog import ItemDetail, ItemList
+
+router = APIRouter(tags=["catalog"])
+
+ItemIdPath = Annotated[str, Path(min_length=1, max_length=64, description="An item id such as itm_…")]
+PREVIEW_MEDIA_TYPES = ["image/webp", "text/plain", "audio/webm", "video/webm", "application/octet-stream"]
+
+
+@router.get(
+    "/v1/items", response_model=ItemList, responses=problem_responses("bad-request", "service-unavailable")
+)
+def list_items(
+    catalog: CatalogDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=18, pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page"),
+    ] = None,
+) -> ItemList:
+    return catalog.list_items(limit, cursor)
+
+
+@router.get(
+    "/v1/items/{item_id}",
+    response_model=ItemDetail,
+    responses=problem_responses("not-found", "service-unavailable"),
+)
+def get_item(item_id: ItemIdPath, catalog: CatalogDep) -> ItemDetail:
+    return catalog.get_item(item_id)
+
+
+_PREVIEW_RESPONSES = {
+    200: {
+        "description": "The whole preview",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in PREVIEW_MEDIA_TYPES},
+    },
+    206: {
+        "description": "One byte range of the preview (Range: bytes=…)",
+        "content": {t: {"schema": {"type": "string", "format": "binary"}} for t in PREVIEW_MEDIA_TYPES},
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    **problem_responses("not-found", "range-not-satisfiable", "service-unavailable"),
+}
+
+
+@router.get("/v1/items/{item_id}/previews/{n}", response_class=Response, responses=_PREVIEW_RESPONSES)  # type: ignore[arg-type]
+async def get_preview(
+    item_id: ItemIdPath,
+    n: Annotated[int, Path(ge=0, le=15, description="Preview number, from 0")],
+    catalog: CatalogDep,
+    range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range", max_length=200)] = None,
+) -> Response:
+    def answer() -> Response:  # one trip to the thread pool: look up, then read the bytes
+        preview = catalog.get_preview(item_id, n)
+        etag = f'"{preview.sha256}"'
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", "Accept-Ranges": "bytes"}
+        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")] + ['"*"', "*"]:
+            return Response(status_code=304, headers=headers)
+        span = parse_range(range_header, preview.length) if if_range in (None, etag) else None
+        start, end = span if span is not None else (0, preview.length)
+        if span is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{preview.length}"
+        data = catalog.read_preview(preview, start, end)
+        status = 206 if span is not None else 200
+        return Response(data, status_code=status, media_type=preview.media_type, headers=headers)
+
+    return await run_in_threadpool(answer)

@@ -1,0 +1,1 @@
+"""Storage of the catalog: SQLAlchemy models, the engine (SQLite WAL or PostgreSQL), Alembic migrations."""
