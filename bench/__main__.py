@@ -1,7 +1,7 @@
 """Run every benchmark module in bench/ (or those named) and print their JSON lines.
 
-    python -m bench                 # all
-    python -m bench stream hpke     # some
+python -m bench                 # all
+python -m bench stream hpke     # some
 """
 
 from __future__ import annotations
@@ -23,14 +23,20 @@ def main(argv: list[str] | None = None) -> int:
     names = (argv if argv is not None else sys.argv[1:]) or _modules()
     unknown = sorted(set(names) - set(_modules()))
     if unknown:
-        print(f"bench: no benchmark named {', '.join(unknown)} (have: {', '.join(_modules())})", file=sys.stderr)
+        print(
+            f"bench: no benchmark named {', '.join(unknown)} (have: {', '.join(_modules())})", file=sys.stderr
+        )
         return 2
     status = 0
     for name in names:
         started = time.perf_counter()
         module = importlib.import_module(f"bench.{name}")
         rc = int(module.main([]))
-        print(json.dumps({"bench": name, "done": True, "rc": rc, "seconds": round(time.perf_counter() - started, 2)}))
+        print(
+            json.dumps(
+                {"bench": name, "done": True, "rc": rc, "seconds": round(time.perf_counter() - started, 2)}
+            )
+        )
         sys.stdout.flush()
         status = status or rc
     return status

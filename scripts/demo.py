@@ -1,7 +1,7 @@
 """`make demo`: run the most complete real flow that exists, step by step, with real parts.
 
 Stages (each uses real components; none is simulated):
-  1. formats   content stream v1 (both AEADs), HPKE content-key wrapping, signed messages, on generated content
+  1. formats   content stream v1 (both AEADs), HPKE content-key wrapping, signed messages
   2. tpm       swtpm + the device's TPM adapter: provision, seal/unseal under a PIN, HPKE opened in the TPM,
                a TPM signature verified in software, the NV counter
   3. center    the center with a sample catalog (image, text, audio, video), served on loopback
@@ -12,20 +12,24 @@ after the flows until Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".demo"
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 def stage_formats() -> None:
@@ -54,17 +58,84 @@ def stage_formats() -> None:
     info = hpke.content_key_info("ord_demo")
     wrapped = hpke.seal(device_key.public_key(), content_key, info=info)
     opened = hpke.open(device_key, wrapped, info=info)
-    console.print(f"  HPKE content key: {len(wrapped)} B wrapped, unwrapped {'[green]equal[/]' if opened == content_key else '[red]DIFFERENT[/]'}")
+    if opened != content_key:
+        raise SystemExit("demo: HPKE round trip failed")
+    console.print(f"  HPKE content key: {len(wrapped)} B wrapped to a P-256 key, unwrapped [green]equal[/]")
     root = ec.generate_private_key(ec.SECP256R1())
-    keyset = Keyset(iss="https://center.invalid", iat=int(time.time()), version=1,
-                    signing_jwk=Jwk.from_public_key(root.public_key()), payment_jwk=Jwk.from_public_key(root.public_key()))
+    keyset = Keyset(
+        iss="https://center.invalid",
+        iat=int(time.time()),
+        version=1,
+        signing_jwk=Jwk.from_public_key(root.public_key()),
+        payment_jwk=Jwk.from_public_key(root.public_key()),
+    )
     token = jws.sign(keyset, jws.SoftwareSigner(root))
     jws.verify(token, Keyset, keys=root.public_key(), now=int(time.time()))
     console.print(f"  JWS coffer-keyset: {len(token)} chars, verified under the root key")
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"demo: {url} exited with {process.returncode} before answering")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"demo: {url} did not answer within {timeout:.0f} s")
+
+
+def stage_center() -> None:
+    from center.demo import build_demo_catalog
+    from protocol import jws
+    from protocol.api.catalog import ItemList, WellKnownCoffer
+    from protocol.keys import root_fingerprint
+    from protocol.messages import Keyset
+
+    data = DEMO_DIR / "center"
+    listen = f"127.0.0.1:{_free_port()}"
+    ids = build_demo_catalog(data, listen)
+    console.print(f"  sample catalog: {len(ids)} items registered, previews generated")
+    log = (DEMO_DIR / "center.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "center", "serve", "--data", str(data), "--listen", listen],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    PROCESSES.append(process)
+    base = f"http://{listen}"
+    _wait_http(f"{base}/v1/health", process)
+    known = WellKnownCoffer.model_validate_json(httpx.get(f"{base}/.well-known/coffer").content)
+    root = known.root_jwk.public_key()
+    if root_fingerprint(root) != known.root_fingerprint:
+        raise SystemExit("demo: root fingerprint does not match the root key")
+    keyset = jws.verify(known.keyset, Keyset, keys=root, now=int(time.time()))
+    fingerprint = known.root_fingerprint[:16]
+    console.print(f"  /.well-known/coffer: keyset v{keyset.version} verified under root {fingerprint}…")
+    catalog = ItemList.model_validate_json(httpx.get(f"{base}/v1/items").content)
+    for item in catalog.items:
+        previews = ", ".join(f"{p.kind} {p.length} B" for p in item.previews)
+        console.print(
+            f"  {item.item_id}  {item.title:<16} {item.price!s:>9}  {item.content_length:>9} B"
+            f"  previews: {previews}"
+        )
+    console.print(f"  [bold]browse the storefront at {base}/[/] (JSON: {base}/v1/items)")
+
+
+PROCESSES: list[subprocess.Popen[bytes]] = []
+
 STAGES: list[tuple[str, str, Callable[[], None]]] = [
     ("formats", "Wire formats on generated content", stage_formats),
+    ("center", "Center with a sample catalog", stage_center),
 ]
 
 
@@ -72,12 +143,24 @@ def main() -> int:
     if DEMO_DIR.exists():
         shutil.rmtree(DEMO_DIR)
     DEMO_DIR.mkdir()
-    for number, (name, title, run) in enumerate(STAGES, 1):
-        console.rule(f"[bold]{number}. {title}[/] ({name})")
-        started = time.perf_counter()
-        run()
-        console.print(f"  [dim]{name}: {time.perf_counter() - started:.2f} s[/]")
-    console.rule("[bold green]demo finished")
+    try:
+        for number, (name, title, run) in enumerate(STAGES, 1):
+            console.rule(f"[bold]{number}. {title}[/] ({name})")
+            started = time.perf_counter()
+            run()
+            console.print(f"  [dim]{name}: {time.perf_counter() - started:.2f} s[/]")
+        console.rule("[bold green]demo finished")
+        if os.environ.get("COFFER_DEMO_SERVE") == "1" and PROCESSES:
+            console.print("serving until Ctrl-C (COFFER_DEMO_SERVE=1)")
+            with contextlib.suppress(KeyboardInterrupt):
+                PROCESSES[0].wait()
+    finally:
+        for process in PROCESSES:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
     return 0
 
 
