@@ -1,9 +1,9 @@
 """JWS compact serialization (RFC 7515 §7.1), ES256 only, raw R||S signatures (RFC 7518 §3.4).
 
 `sign()` takes a `Signer` callback so the TPM can sign; `verify()` is strict: exactly the header members
-alg/typ/kid, alg ES256, the expected typ, a kid that names one of the given keys (RFC 7638 thumbprint), a 64-byte
-signature with 0 < r, s < n, a payload that parses into the typ's model, and `exp` judged against a required
-`now` (no clock is read here). Every failure is a `JwsError`.
+alg/typ/kid, alg ES256, the expected typ, a kid that names one of the given keys (RFC 7638 thumbprint), a
+64-byte signature with 0 < r, s < n, a payload that parses into the typ's model, and `exp` judged against a
+required `now` (no clock is read here). Every failure is a `JwsError`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from pydantic import ValidationError
 
+from protocol._ecdsa import P256_ORDER, low_s
 from protocol.b64 import b64url_decode, b64url_encode
 from protocol.errors import EncodingError, JwsError, JwsExpired, JwsWrongAudience
 from protocol.keys import jwk_thumbprint
@@ -26,7 +27,6 @@ from protocol.messages import SignedPayload
 P = TypeVar("P", bound=SignedPayload)
 
 MAX_TOKEN_LENGTH = 65536
-_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 _HEADER_MEMBERS = {"alg", "typ", "kid"}
 
 
@@ -67,7 +67,7 @@ def sign(payload: SignedPayload, signer: Signer) -> str:
     header = {"alg": "ES256", "typ": payload.TYP, "kid": jwk_thumbprint(signer.public_key())}
     body = payload.model_dump(mode="json", exclude_none=True)
     signing_input = b64url_encode(_json_bytes(header)) + "." + b64url_encode(_json_bytes(body))
-    signature = signer.sign(signing_input.encode("ascii"))
+    signature = low_s(signer.sign(signing_input.encode("ascii")))
     if len(signature) != 64:
         raise ValueError("signer returned a signature that is not 64 bytes")
     return signing_input + "." + b64url_encode(signature)
@@ -116,7 +116,7 @@ def _check_signature(key: ec.EllipticCurvePublicKey, signature: bytes, signing_i
     if len(signature) != 64:
         raise JwsError("ES256 signature is not 64 bytes")
     r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
-    if not (0 < r < _P256_ORDER and 0 < s < _P256_ORDER):
+    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
         raise JwsError("ES256 signature out of range")
     try:
         key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(hashes.SHA256()))
@@ -149,7 +149,10 @@ def verify(
     if key is None:
         raise JwsError("JWS kid names no trusted key")
     _check_signature(key, signature, signing_input)
-    _parse_json_object(payload_raw)  # rejects duplicate members before pydantic sees the payload
+    # Rejects duplicate members before pydantic sees the payload; `v` is required on the wire (the model
+    # defaults it only for construction).
+    if "v" not in _parse_json_object(payload_raw):
+        raise JwsError(f"{kind.TYP} payload lacks v")
     try:
         payload = kind.model_validate_json(payload_raw)
     except ValidationError as exc:

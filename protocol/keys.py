@@ -1,8 +1,8 @@
 """Key identities: P-256 JWKs, RFC 7638 thumbprints, the center root fingerprint and device_id.
 
-DESIGN.md "Keys" and "Signed messages": `kid` = base64url RFC 7638 thumbprint; root fingerprint = lowercase hex
-SHA-256 of the SubjectPublicKeyInfo DER; device_id = `dev_` + lowercase base32 (no padding) of the first 20 bytes
-of SHA-256 over the attestation key's SubjectPublicKeyInfo DER.
+DESIGN.md "Keys" and "Signed messages": `kid` = base64url RFC 7638 thumbprint; root fingerprint = lowercase
+hex SHA-256 of the SubjectPublicKeyInfo DER; device_id = `dev_` + lowercase base32 (no padding) of the first
+20 bytes of SHA-256 over the attestation key's SubjectPublicKeyInfo DER.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ DEVICE_ID_RE = re.compile(r"\Adev_[a-z2-7]{32}\Z")
 
 
 def spki_der(public_key: ec.EllipticCurvePublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def public_key_to_pem(public_key: ec.EllipticCurvePublicKey) -> str:

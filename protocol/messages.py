@@ -1,18 +1,22 @@
 """Payloads of Coffer's signed messages, one typed model per JWS `typ` (DESIGN.md "Signed messages").
 
-Every payload has `v: 1`, `iss` and `iat` (NumericDate); models forbid unknown members. Hashes of other messages
-(`order_hash`, `payment_hash`, `device_token_hash`) are base64url SHA-256 (32 bytes); `content_sha256` is hex.
+Every payload has `v: 1`, `iss` and `iat` (NumericDate); models forbid unknown members. Hashes of other
+messages (`order_hash`, `payment_hash`, `device_token_hash`) are base64url SHA-256 (32 bytes);
+`content_sha256` is hex.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from protocol.b64 import b64url_encode
+from protocol._ecdsa import low_s
+from protocol.b64 import b64url_decode, b64url_encode
+from protocol.errors import EncodingError
 from protocol.keys import jwk_from_public_key, public_key_from_jwk
 from protocol.money import Money
 from protocol.pricing import CreditId, Debit, ItemId, NumericDate, Purses
@@ -33,8 +37,18 @@ CreditKind = Literal["prepaid", "coupon", "ticket"]
 
 
 def message_hash(token: str) -> str:
-    """base64url SHA-256 of a compact JWS (order_hash, payment_hash)."""
-    return b64url_encode(hashlib.sha256(token.encode("ascii")).digest())
+    """base64url SHA-256 of a compact JWS in canonical form (order_hash, payment_hash).
+
+    ES256 signatures are malleable ((r, s) and (r, n - s) both verify), and a relay may re-encode one;
+    the hash is taken over the token with its signature in low-s form, so it names the signed message,
+    not the bytes the relay chose. `protocol.jws.sign` always emits low s: our own tokens hash as sent.
+    """
+    parts = token.split(".")
+    if len(parts) == 3:
+        # Not valid base64url: hashed as given (verification refuses such a token anyway).
+        with contextlib.suppress(EncodingError):
+            parts[2] = b64url_encode(low_s(b64url_decode(parts[2])))
+    return b64url_encode(hashlib.sha256(".".join(parts).encode("ascii")).digest())
 
 
 class Jwk(BaseModel):
@@ -64,6 +78,14 @@ class SignedPayload(BaseModel):
     v: Literal[1] = 1
     iss: Issuer
     iat: NumericDate
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _v_is_the_integer_1(cls, value: Any) -> Any:
+        # Literal[1] alone lets JSON `true` and `1.0` through (1 == True == 1.0 in Python).
+        if type(value) is not int:
+            raise ValueError("v must be the integer 1")
+        return value
 
     def audience(self) -> str | None:
         """The device a message is addressed to or comes from, if any."""

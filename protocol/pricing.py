@@ -1,4 +1,4 @@
-"""The one pricing rule, used by the device to debit and by the center to check a payment (DESIGN.md "Pricing").
+"""The one pricing rule: the device debits and the center checks payments with it (DESIGN.md "Pricing").
 
 A matching ticket pays everything; otherwise at most one coupon (same currency, earliest `exp`, any leftover
 forfeited), then prepaid in the price's currency; if that falls short, nothing is debited.
@@ -59,7 +59,7 @@ class Debit(BaseModel):
 
 
 def debits(price: Money, purses: Purses, item_id: str) -> tuple[Debit, ...]:
-    """The debits that pay `price` for `item_id` from `purses`; raises InsufficientFunds, never a partial set."""
+    """The debits that pay `price` for `item_id` from `purses`; InsufficientFunds, never a partial set."""
     if price.amount == 0:
         return ()
     tickets = sorted((t for t in purses.tickets if t.item_id == item_id), key=lambda t: (t.exp, t.credit_id))
@@ -83,7 +83,7 @@ def debits(price: Money, purses: Purses, item_id: str) -> tuple[Debit, ...]:
 
 
 def apply(purses: Purses, price: Money, lines: tuple[Debit, ...]) -> Purses:
-    """The purses after paying `lines` (as computed by `debits`): tickets and coupons used are removed whole."""
+    """The purses after paying `lines` (as computed by `debits`): used tickets and coupons go whole."""
     used = {d.credit_id for d in lines if d.credit_id is not None}
     prepaid = dict(purses.prepaid)
     for line in lines:
@@ -99,5 +99,16 @@ def apply(purses: Purses, price: Money, lines: tuple[Debit, ...]) -> Purses:
     )
 
 
-__all__ = ["Coupon", "CreditId", "Debit", "ItemId", "NumericDate", "PurseKind", "Purses", "Ticket", "apply",
-           "debits", "Currency"]
+__all__ = [
+    "Coupon",
+    "CreditId",
+    "Currency",
+    "Debit",
+    "ItemId",
+    "NumericDate",
+    "PurseKind",
+    "Purses",
+    "Ticket",
+    "apply",
+    "debits",
+]
