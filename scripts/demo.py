@@ -74,6 +74,12 @@ def stage_formats() -> None:
     console.print(f"  JWS coffer-keyset: {len(token)} chars, verified under the root key")
 
 
+def stage_tpm() -> None:
+    from scripts.demo_tpm import run
+
+    run(lambda line: console.print(f"  {line}", markup=False))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,6 +141,7 @@ PROCESSES: list[subprocess.Popen[bytes]] = []
 
 STAGES: list[tuple[str, str, Callable[[], None]]] = [
     ("formats", "Wire formats on generated content", stage_formats),
+    ("tpm", "The board's TPM (swtpm) through the device's adapter", stage_tpm),
     ("center", "Center with a sample catalog", stage_center),
 ]
 
