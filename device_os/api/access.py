@@ -1,0 +1,84 @@
+"""Every route's access policy and body limit in one table (STYLE.md 14; DESIGN.md "Device API").
+
+`create_app` refuses to build an app with a route missing here, and `tests/device_api/test_access.py` fails
+the same way. The gate (`device_os.api.gate`) enforces the table before a route runs and before its body is
+read: `PUBLIC` routes need nothing, `TOKEN` routes need `Authorization: Bearer <token>` from `POST /v1/unlock`
+on the device's current unlock session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+
+KIB = 1024
+#: The largest content stream a purchase may send (the exact bound is the order's stream length).
+PURCHASE_MAX_BODY = 64 * KIB**3
+
+
+class Access(Enum):
+    PUBLIC = "public"  # health, identity, setup, unlock, the OpenAPI document
+    TOKEN = "token"  # noqa: S105 - a bearer token of the current unlock session
+
+
+@dataclass(frozen=True)
+class Policy:
+    access: Access
+    max_body: int  # bytes; enforced while reading, not only from Content-Length
+
+
+def _public(max_body: int = 0) -> Policy:
+    return Policy(Access.PUBLIC, max_body)
+
+
+def _token(max_body: int = 0) -> Policy:
+    return Policy(Access.TOKEN, max_body)
+
+
+POLICIES: dict[tuple[str, str], Policy] = {
+    ("GET", "/openapi.json"): _public(),
+    ("GET", "/v1/health"): _public(),
+    ("GET", "/v1/identity"): _public(),
+    ("POST", "/v1/setup"): _public(1 * KIB),
+    ("POST", "/v1/unlock"): _public(1 * KIB),
+    ("POST", "/v1/lock"): _token(1 * KIB),
+    ("POST", "/v1/pin"): _token(1 * KIB),
+    ("POST", "/v1/activate"): _token(4 * KIB),
+    ("POST", "/v1/enrollment"): _token(16 * KIB),
+    ("POST", "/v1/credits"): _token(8 * KIB),
+    ("GET", "/v1/wallet"): _token(),
+    ("GET", "/v1/statement"): _token(),
+    # purchases (issue 7): the body is the content stream, bounded per order by device_os.api.purchase_service
+    ("POST", "/v1/purchases"): _token(PURCHASE_MAX_BODY),
+    ("POST", "/v1/receipts"): _token(16 * KIB),
+    ("GET", "/v1/outbox"): _token(),
+    ("GET", "/v1/library"): _token(),
+    ("GET", "/v1/library/{item}/content"): _token(),
+    ("DELETE", "/v1/library/{item}"): _token(),
+}
+#: Limit for requests that match no route (they end in 404/405 anyway).
+UNROUTED_MAX_BODY = 1 * KIB
+
+
+def route_keys(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route the app serves (HEAD is implied by GET); non-API routes count too."""
+    keys: set[tuple[str, str]] = set()
+    for route in iter_route_contexts(app.routes):  # flattens included routers
+        methods = route.methods or {"*"}  # a mount or websocket has no methods: it needs an entry too
+        for method in methods:
+            if method != "HEAD":
+                keys.add((method, route.path or repr(route)))
+    return keys
+
+
+def missing_policies(app: FastAPI) -> set[tuple[str, str]]:
+    return route_keys(app) - set(POLICIES)
+
+
+def enforce(app: FastAPI) -> None:
+    missing = missing_policies(app)
+    if missing:
+        raise RuntimeError(f"routes without an access policy: {sorted(missing)}")

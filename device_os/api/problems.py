@@ -1,0 +1,138 @@
+"""The one exception handler of the device API (STYLE.md 8): every error becomes problem+json (RFC 9457).
+
+`handle(request, exc)` maps, in this order: this layer's `ApiError`s, the device core's `DeviceError`s, the
+TPM adapter's `TpmError`s, `protocol`'s `ProtocolError`s, FastAPI's request validation, Starlette's HTTP
+errors (404, 405, 413, 400, ...), and anything else (500 `internal-error`). FastAPI calls it for the last
+two kinds; the gate (`device_os.api.gate`) calls it for everything that escapes a route. Bodies carry the
+registry's `type`/`title`/`status`, a `detail` written by our own code (never an input value, a stack trace
+or a secret), and extension members (`tries_left`, `retry_after`, `errors`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from device_os.api.errors import ApiError
+from device_os.errors import DeviceError, PinLockout, WrongPin
+from device_os.tpm import Lockout, TpmError, TpmUnavailable
+from device_os.tpm import WrongPin as TpmWrongPin
+from protocol.errors import AttestationError, EncodingError, JwsError, ProtocolError
+from protocol.problems import PROBLEM_CONTENT_TYPE, REGISTRY, problem_body
+
+log = logging.getLogger("device_os.api")
+
+UNAVAILABLE_RETRY_AFTER = 5
+_STATUS_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    404: "not-found",
+    405: "method-not-allowed",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    421: "misdirected-request",
+    422: "validation-error",
+    503: "service-unavailable",
+}
+#: Headers of a Starlette HTTPException worth passing on (405's Allow); nothing else is copied.
+_PASSED_HEADERS = {"allow"}
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_CONTENT_TYPE
+
+
+def problem_response(
+    slug: str, detail: str | None = None, headers: dict[str, str] | None = None, **extensions: Any
+) -> Response:
+    body = problem_body(slug, detail, **extensions)
+    headers = {"Cache-Control": "no-store", **(headers or {})}
+    return ProblemResponse(body, status_code=body["status"], headers=headers)
+
+
+def _device_error(exc: DeviceError) -> Response:
+    slug = exc.slug if exc.slug in REGISTRY else "internal-error"
+    if isinstance(exc, WrongPin):
+        extensions: dict[str, Any] = {} if exc.tries_left is None else {"tries_left": exc.tries_left}
+        return problem_response(slug, "wrong PIN", **extensions)
+    if isinstance(exc, PinLockout):
+        return problem_response(
+            slug, str(exc), {"Retry-After": str(exc.retry_after)}, retry_after=exc.retry_after
+        )
+    if slug == "internal-error":
+        log.error("device error %s", type(exc).__name__)
+        return problem_response(slug)
+    if slug == "service-unavailable":
+        return problem_response(slug, str(exc), {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)})
+    return problem_response(slug, str(exc))
+
+
+def _tpm_error(exc: TpmError) -> Response:
+    if isinstance(exc, TpmWrongPin):
+        return problem_response("wrong-pin", "wrong PIN", tries_left=exc.tries_left)
+    if isinstance(exc, Lockout):
+        return problem_response(
+            "pin-lockout", str(exc), {"Retry-After": str(exc.retry_after)}, retry_after=exc.retry_after
+        )
+    if isinstance(exc, TpmUnavailable):
+        log.warning("TPM unavailable")
+        return problem_response(
+            "service-unavailable", "the TPM is unavailable", {"Retry-After": str(UNAVAILABLE_RETRY_AFTER)}
+        )
+    log.error("TPM error %s (rc 0x%x)", type(exc).__name__, exc.rc)
+    return problem_response("internal-error")
+
+
+def _protocol_error(exc: ProtocolError) -> Response:
+    if isinstance(exc, JwsError):
+        return problem_response("invalid-signature", "a signed message is not acceptable")
+    if isinstance(exc, AttestationError):
+        return problem_response("attestation-failed", "the attestation material was rejected")
+    if isinstance(exc, EncodingError):
+        return problem_response("bad-request", "a member is not in the expected encoding")
+    return problem_response("bad-request", type(exc).__name__)
+
+
+def _validation_error(exc: RequestValidationError) -> Response:
+    # Only where and why: FastAPI's `input` and `ctx` would echo the request (a PIN) back.
+    errors = [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": str(e.get("type", "")),
+        }
+        for e in exc.errors()
+    ]
+    return problem_response("validation-error", "the request does not match the API", errors=errors)
+
+
+def _http_error(exc: StarletteHTTPException) -> Response:
+    status = exc.status_code
+    slug = _STATUS_SLUGS.get(status, "bad-request" if status < 500 else "internal-error")
+    detail = exc.detail if isinstance(exc.detail, str) and status < 500 else None
+    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in _PASSED_HEADERS}
+    return problem_response(slug, detail, headers)
+
+
+async def handle(request: Request, exc: Exception) -> Response:
+    """Map any exception to application/problem+json."""
+    if isinstance(exc, ApiError):
+        return problem_response(exc.slug, exc.detail, exc.headers)
+    if isinstance(exc, DeviceError):
+        return _device_error(exc)
+    if isinstance(exc, TpmError):
+        return _tpm_error(exc)
+    if isinstance(exc, ProtocolError):
+        return _protocol_error(exc)
+    if isinstance(exc, RequestValidationError):
+        return _validation_error(exc)
+    if isinstance(exc, StarletteHTTPException):
+        return _http_error(exc)
+    # No traceback in the log either: exception messages of libraries may quote input.
+    log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return problem_response("internal-error")

@@ -1,0 +1,235 @@
+"""Purchases over HTTP: flow 5.3 with the request body streamed into the core (DESIGN.md "Device API",
+flow 5.3, "Content stream v1").
+
+    answer = await import_purchase(request, wallet, order_jws, mode="now", repurchase=False)
+
+Order of checks (DESIGN.md "Device API"): a committed order_id is answered from the stored result before any
+other check and before a body byte is read (`order-settled` once its receipt cleared the outbox); then the
+order header is verified (key set, device, `exp` against the time floor, ownership, segment size, funds);
+then the 42-byte stream header is read and must match the order (AEAD, segment size <= 1 MiB); only then does
+the core unwrap Ke (TPM2_ECDH_ZGen) and stage the content; one commit ends it.
+
+The body never sits whole in memory: the event loop reads `request.stream()`, gathers chunks into batches of
+at most `BATCH_BYTES` and hands them through a bounded anyio memory stream (`QUEUE_BATCHES` deep) to one
+worker thread running the blocking core work (decrypt -> SHA-256 -> re-encrypt under the DEK -> temp blob,
+fsync -> commit). Backpressure flows back to the socket: the loop stops reading while the queue is full.
+Memory per upload is bounded by (QUEUE_BATCHES + 2) x BATCH_BYTES plus one segment.
+
+A refused stream, a client that disconnects mid-upload, a body longer than the order's stream: the core aborts
+staging and deletes its temp blob, nothing is committed (no state change).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from starlette.requests import ClientDisconnect, Request
+
+from device_os.api.errors import ApiError
+from device_os.core.content import MAX_SEGMENT_SIZE
+from device_os.core.wallet import PurchaseAnswer, Wallet
+from device_os.errors import CorruptContent, InvalidMessage
+from protocol import stream
+from protocol.b64 import b64url_decode
+from protocol.errors import EncodingError, StreamError
+from protocol.errors import SegmentTooLarge as StreamSegmentTooLarge
+from protocol.messages import Order
+
+PurchaseMode = Literal["now", "deferred"]
+
+#: Bytes gathered from the socket before one hand-off to the worker thread.
+BATCH_BYTES = 1024 * 1024
+#: Batches in flight between the event loop and the worker.
+QUEUE_BATCHES = 4
+
+
+class SegmentTooLarge(ApiError):
+    """The order's or the stream's segment size exceeds the device's 1 MiB limit."""
+
+    slug = "segment-too-large"
+
+
+class UploadAborted(ApiError):
+    """The client stopped sending before the stream ended (a disconnect): nothing was committed."""
+
+    slug = "bad-request"
+
+
+@dataclass(frozen=True)
+class _End:
+    """The body ended normally."""
+
+
+_END = _End()
+_Item = bytes | _End | BaseException
+
+
+def order_id_of(order_jws: str) -> str:
+    """The `order_id` of an order JWS, unverified: only to look up a stored answer (DESIGN.md: "answered
+    from the stored result before any other check"). Everything else waits for the signature check."""
+    parts = order_jws.split(".")
+    if len(parts) != 3:
+        raise InvalidMessage("Coffer-Order is not a compact JWS")
+    try:
+        payload = json.loads(b64url_decode(parts[1]))
+    except (EncodingError, ValueError) as exc:
+        raise InvalidMessage("Coffer-Order is not a compact JWS") from exc
+    value = payload.get("order_id") if isinstance(payload, dict) else None
+    if not isinstance(value, str) or not value:
+        raise InvalidMessage("the order has no order_id")
+    return value
+
+
+def _verify(wallet: Wallet, order_jws: str, repurchase: bool) -> PurchaseAnswer | Order:
+    """Stored answer first, then the core's order checks (in a worker thread: ECDSA verify, state reads)."""
+    answer = wallet.stored_answer(order_id_of(order_jws))
+    if answer is not None:
+        return answer
+    try:
+        return wallet.verify_order(order_jws, repurchase=repurchase)
+    except CorruptContent as exc:  # the only content judgement before the body: the order's segment size
+        raise SegmentTooLarge(f"the order's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+
+
+def check_header(head: bytes, order: Order) -> None:
+    """The stream's 42-byte header must parse and name the order's AEAD and segment size."""
+    try:
+        header = stream.Header.parse(head, max_segment_size=MAX_SEGMENT_SIZE)
+    except StreamSegmentTooLarge as exc:
+        raise SegmentTooLarge(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+    except StreamError as exc:
+        raise CorruptContent(f"content stream: {type(exc).__name__}") from exc
+    if header.aead != order.aead or header.segment_size != order.segment_size:
+        raise CorruptContent("the content stream's header does not match the order (AEAD, segment size)")
+
+
+async def _read_head(body: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
+    """(the 42-byte stream header, what followed it in the same chunks)."""
+    head = bytearray()
+    while len(head) < stream.HEADER_SIZE:
+        try:
+            chunk = await body.__anext__()
+        except StopAsyncIteration:
+            raise CorruptContent("content stream: Truncated (the body ends inside the header)") from None
+        except ClientDisconnect:
+            raise UploadAborted("the upload ended before the content stream did") from None
+        head += chunk
+    return bytes(head[: stream.HEADER_SIZE]), bytes(head[stream.HEADER_SIZE :])
+
+
+async def _feed(
+    body: AsyncIterator[bytes], first: bytes, limit: int, send: MemoryObjectSendStream[_Item]
+) -> None:
+    """Socket -> batches -> the worker. Never raises: every outcome becomes the item the worker sees last."""
+    async with send:
+        try:
+            batch: list[bytes] = [first] if first else []
+            size = total = len(first)
+            try:
+                async for chunk in body:
+                    total += len(chunk)
+                    if total > limit:
+                        await send.send(
+                            CorruptContent("content stream: TrailingData (longer than the order's)")
+                        )
+                        return
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= BATCH_BYTES:
+                        await send.send(b"".join(batch))
+                        batch, size = [], 0
+            except ClientDisconnect:
+                await send.send(UploadAborted("the upload ended before the content stream did"))
+                return
+            if batch:
+                await send.send(b"".join(batch))
+            await send.send(_END)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the worker stopped reading (it refused the stream): nothing more to hand over
+
+
+def _chunks(receive: MemoryObjectReceiveStream[_Item], head: bytes) -> Iterator[bytes]:
+    """The worker's view of the body: the header, then each batch; raises what the feeder reported."""
+    yield head
+    while True:
+        try:
+            item = anyio.from_thread.run(receive.receive)
+        except anyio.EndOfStream:  # the feeder was cancelled (server shutdown) without finishing
+            raise UploadAborted("the upload ended before the content stream did") from None
+        if isinstance(item, _End):
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def _stage_and_commit(
+    wallet: Wallet,
+    order: Order,
+    order_jws: str,
+    chunks: Iterator[bytes],
+    mode: PurchaseMode,
+    repurchase: bool,
+) -> PurchaseAnswer:
+    """Blocking: ECDH_ZGen + the streamed import (core `stage`), then the one commit (Sign, NV_Increment)."""
+    try:
+        staged = wallet.stage(order, chunks, mode)
+    except CorruptContent as exc:
+        if isinstance(exc.__cause__, StreamSegmentTooLarge):  # pragma: no cover - the header check ran first
+            raise SegmentTooLarge(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+        raise
+    return wallet.commit_purchase(order_jws, staged, repurchase=repurchase)
+
+
+async def import_purchase(
+    request: Request, wallet: Wallet, order_jws: str, *, mode: PurchaseMode, repurchase: bool
+) -> PurchaseAnswer:
+    """Flow 5.3 over HTTP; see the module docstring for the order of checks and the memory bound."""
+    verdict = await anyio.to_thread.run_sync(_verify, wallet, order_jws, repurchase)
+    if isinstance(verdict, PurchaseAnswer):
+        return verdict  # the body is never read
+    order = verdict
+    body = request.stream().__aiter__()
+    head, rest = await _read_head(body)
+    check_header(head, order)
+    limit = stream.ciphertext_length(order.content_length, order.segment_size) - stream.HEADER_SIZE
+    if len(rest) > limit:
+        raise CorruptContent("content stream: TrailingData (longer than the order's)")
+    send, receive = anyio.create_memory_object_stream[_Item](QUEUE_BATCHES)
+
+    def work() -> PurchaseAnswer:
+        try:
+            return _stage_and_commit(wallet, order, order_jws, _chunks(receive, head), mode, repurchase)
+        finally:
+            anyio.from_thread.run_sync(receive.close)
+
+    outcome: PurchaseAnswer | BaseException | None = None
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_feed, body, rest, limit, send)
+        try:
+            outcome = await anyio.to_thread.run_sync(work)
+        except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup wrapping)
+            outcome = exc
+            tasks.cancel_scope.cancel()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    assert outcome is not None
+    return outcome
+
+
+__all__ = [
+    "BATCH_BYTES",
+    "QUEUE_BATCHES",
+    "SegmentTooLarge",
+    "UploadAborted",
+    "check_header",
+    "import_purchase",
+    "order_id_of",
+]

@@ -1,0 +1,157 @@
+"""Settings of the device service (STYLE.md 12): the core's `DeviceSettings` plus the listen address.
+
+Sources, strongest first: command-line options, `COFFER_DEVICE_*` environment variables, a config file in
+systemd EnvironmentFile syntax (`coffer.conf` on the board's boot partition), the defaults. `load_settings`
+merges them explicitly, so tests pass their own environment instead of mutating the process's.
+
+    COFFER_DEVICE_LISTEN=192.168.7.1:8470      # an IP literal and a port; never a wildcard address
+    COFFER_DEVICE_DATA_DIR=/var/lib/coffer
+    COFFER_DEVICE_TCTI=device:/dev/tpmrm0
+    COFFER_DEVICE_AUTO_LOCK_MINUTES=15          # or COFFER_DEVICE_AUTO_LOCK_SECONDS=900; 0 disables
+    COFFER_DEVICE_PINNED_ROOT_FINGERPRINT=<64 hex>   # empty or absent: pin on first use (the demo)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from device_os.settings import DeviceSettings
+
+ENV_PREFIX = "COFFER_DEVICE_"
+DEFAULT_PORT = 8470
+_KEY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+class ConfigFileError(ValueError):
+    """The config file is not in EnvironmentFile syntax."""
+
+
+class ServiceSettings(DeviceSettings):
+    """`DeviceSettings` + where the HTTP service listens. Built by `load_settings`, never from ambient env."""
+
+    #: `HOST:PORT` with HOST an IPv4 literal or a bracketed IPv6 literal (`[fe80::1]:8470`).
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    #: Convenience: minutes instead of `auto_lock_seconds` (DESIGN.md: 15); wins when set.
+    auto_lock_minutes: int | None = Field(default=None, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # load_settings() has already merged env and file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _minutes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("auto_lock_minutes") not in (None, ""):
+            data = {**data, "auto_lock_seconds": int(data["auto_lock_minutes"]) * 60}
+        return data
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    def address(self) -> tuple[str, int]:
+        """(host, port) to bind: host without brackets."""
+        return parse_listen(self.listen)
+
+    def allowed_hosts(self) -> frozenset[str]:
+        """The `Host` header values accepted (lowercase): the address with and without the port."""
+        host, port = self.address()
+        shown = f"[{host}]" if ":" in host else host
+        return frozenset({shown.lower(), f"{shown}:{port}".lower()})
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` -> (host, port). HOST must be an IP literal and not a wildcard (0.0.0.0, ::)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError("listen must be HOST:PORT with a port from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 listen address must be bracketed: [ADDR]:PORT")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError("listen HOST must be an IP address literal") from None
+    if address.is_unspecified:
+        raise ValueError("the service listens on one address only; a wildcard address is refused")
+    return host, int(port_text)
+
+
+def parse_environment_file(text: str) -> dict[str, str]:
+    """systemd EnvironmentFile syntax (systemd.exec(5)): `KEY=VALUE` lines; blank lines and lines starting
+    with `#` or `;` ignored; a trailing backslash continues the line; a value may be wrapped in single or
+    double quotes (in double quotes, backslash escapes the next character)."""
+    values: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        while line.endswith("\\") and i < len(lines):
+            line = line[:-1] + lines[i]
+            i += 1
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        key, sep, value = stripped.partition("=")
+        key = key.strip()
+        if not sep or not _KEY_RE.match(key):
+            raise ConfigFileError(f"line {i}: expected KEY=VALUE")
+        values[key] = _unquote(value.strip(), i)
+    return values
+
+
+def _unquote(value: str, line: int) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        inner = value[1:-1]
+        if value[0] == "'":
+            return inner
+        return re.sub(r"\\(.)", r"\1", inner)
+    if value[:1] in ("'", '"'):
+        raise ConfigFileError(f"line {line}: unterminated quote")
+    return value
+
+
+def _prefixed(source: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key[len(ENV_PREFIX) :].lower(): value
+        for key, value in source.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG" and value != ""
+    }
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServiceSettings:
+    """Merge the config file, then the environment, then `overrides` (the CLI options; None = not given).
+
+    `config_file` defaults to `$COFFER_DEVICE_CONFIG` when that is set.
+    """
+    if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
+        config_file = Path(environ[ENV_PREFIX + "CONFIG"])
+    merged: dict[str, Any] = {}
+    if config_file is not None:
+        merged.update(_prefixed(parse_environment_file(config_file.read_text(encoding="utf-8"))))
+    merged.update(_prefixed(environ))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return ServiceSettings(**merged)

@@ -1,0 +1,120 @@
+"""Plaintext out of the library over HTTP: single byte ranges (RFC 9110 §14) and the streamed response.
+
+    span = parse_range(request.headers.get("range"), entry.length)   # None: the whole item
+    response = await content_response(wallet, entry, span)
+
+Plaintext is decrypted segment by segment as the client reads (`Wallet.open_item` / `read_range`; every
+segment is authenticated before a byte of it is sent). The first chunk is produced before the response
+starts, so a deferred item's first open (procedure 2: unwrap Ke, re-encrypt under the DEK, one commit) and an
+unreadable blob still end in a problem+json answer rather than a cut response.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+
+import anyio.to_thread
+from starlette.responses import Response, StreamingResponse
+
+from device_os.api.errors import ApiError
+from device_os.core.body import LibraryEntry
+from device_os.core.wallet import Wallet
+
+OCTET_STREAM = "application/octet-stream"
+_RANGE_RE = re.compile(r"\A\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
+_PULL_BYTES = 1024 * 1024  # plaintext gathered per hop to a worker thread
+
+
+class RangeNotSatisfiable(ApiError):
+    """416 with `Content-Range: bytes */<length>` (RFC 9110 §15.5.17)."""
+
+    slug = "range-not-satisfiable"
+
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            f"the range is outside the item's {length} bytes", headers={"Content-Range": f"bytes */{length}"}
+        )
+
+
+def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """[start, end) of a single `bytes=` range over `length` bytes; None to send the whole item.
+
+    `a-b` (b clipped to the end), `a-`, `-n` (the last n bytes). A header that is not one well-formed byte
+    range (another unit, several ranges, `b < a`) is ignored, as RFC 9110 §14.2 allows. A well-formed range
+    that selects nothing (a >= length, `-0`, anything on an empty item) raises RangeNotSatisfiable.
+    """
+    if header is None:
+        return None
+    match = _RANGE_RE.match(header)
+    if match is None:
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        if last:
+            end_inclusive = int(last)
+            if end_inclusive < start:
+                return None  # invalid syntax: ignored
+            end = min(end_inclusive + 1, length)
+        else:
+            end = length
+        if start >= length:
+            raise RangeNotSatisfiable(length)
+        return start, end
+    if not last:
+        return None  # "bytes=-": not a range
+    suffix = int(last)
+    if suffix == 0 or length == 0:
+        raise RangeNotSatisfiable(length)
+    return max(0, length - suffix), length
+
+
+def _gather(chunks: Iterator[bytes]) -> bytes | None:
+    """Up to about `_PULL_BYTES` of plaintext (None at the end): one worker-thread hop per batch."""
+    out: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        out.append(chunk)
+        size += len(chunk)
+        if size >= _PULL_BYTES:
+            break
+    if not out:
+        return None
+    return out[0] if len(out) == 1 else b"".join(out)
+
+
+async def _body(first: bytes | None, chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        while first is not None:
+            yield first
+            first = await anyio.to_thread.run_sync(_gather, chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+
+
+async def content_response(wallet: Wallet, entry: LibraryEntry, span: tuple[int, int] | None) -> Response:
+    """200 with the whole plaintext, or 206 with `Content-Range` for `span`."""
+    if span is None:
+        chunks = wallet.open_item(entry.item_id)
+        status, start, end = 200, 0, entry.length
+    else:
+        start, end = span
+        chunks = wallet.read_range(entry.item_id, start, end - start)
+        status = 206
+    first = await anyio.to_thread.run_sync(_gather, chunks)  # deferred: the first open commits here
+    headers = {
+        "Content-Length": str(end - start),
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{entry.sha256}"',
+    }
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.length}"
+    return StreamingResponse(
+        _body(first, chunks), status_code=status, headers=headers, media_type=OCTET_STREAM
+    )
+
+
+__all__ = ["OCTET_STREAM", "RangeNotSatisfiable", "content_response", "parse_range"]

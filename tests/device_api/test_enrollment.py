@@ -1,0 +1,145 @@
+"""Flow 3 over HTTP with the center played by `protocol`: identity, credential activation, enrollment with a
+pinned root and with trust on first use."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from protocol.attestation import (
+    CertifyEvidence,
+    check_ek_public,
+    check_kem_key,
+    check_payment_key,
+    make_credential,
+    parse_public,
+    verify_certify,
+    verify_ek_certificate,
+)
+from protocol.b64 import b64url_decode, b64url_encode
+from protocol.keys import device_id_for, public_key_from_jwk, public_key_from_pem
+from tests.device_api.center import PlayCenter
+from tests.device_api.conftest import MakeLive
+from tests.device_api.live import LiveDevice, auth
+from tests.support.swtpm import SwtpmInstance
+
+pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
+
+
+def _problem(r, slug: str, status: int) -> None:  # type: ignore[no-untyped-def]
+    assert r.status_code == status, r.text
+    assert r.json()["type"] == f"urn:coffer:problem:{slug}"
+
+
+def _enroll(live: LiveDevice, token: str, body: dict[str, object]):  # type: ignore[no-untyped-def]
+    return live.client.post("/v1/enrollment", json=body, headers=auth(token))
+
+
+def test_identity_is_what_the_center_verifies(unlocked: tuple[LiveDevice, str], swtpm: SwtpmInstance) -> None:
+    live, _ = unlocked
+    ident = live.identity()
+    ak = public_key_from_pem(ident["attestation_key"])
+    assert device_id_for(ak) == ident["device_id"] == live.device.device_id
+    nonce = b64url_decode(ident["certify_nonce"])
+    ak_public = b64url_decode(ident["attestation_key_public"])
+    for name, check, pem, jwk in (
+        ("kem", check_kem_key, ident["kem_key"], ident["kem_jwk"]),
+        ("payment", check_payment_key, ident["payment_key"], ident["payment_jwk"]),
+    ):
+        certified = verify_certify(
+            CertifyEvidence.from_json(ident["certify"][name]), nonce=nonce, ak_public=ak_public
+        )
+        key = check(certified)
+        assert key.public_numbers() == public_key_from_pem(pem).public_numbers()
+        assert key.public_numbers() == public_key_from_jwk(jwk).public_numbers()
+    assert parse_public(ak_public).ec_public_key().public_numbers() == ak.public_numbers()
+    pem = ident["ek_certificate"].encode()
+    certificate = x509.load_pem_x509_certificate(pem)
+    roots = [x509.load_pem_x509_certificate(swtpm.ca_cert.read_bytes())]
+    intermediates = [x509.load_pem_x509_certificate(swtpm.intermediate_cert.read_bytes())]
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+    verify_ek_certificate(der, roots, intermediates, now=datetime.datetime.now(datetime.UTC))
+    check_ek_public(b64url_decode(ident["ek_public"]), certificate)
+
+
+def test_activate_credential(unlocked: tuple[LiveDevice, str]) -> None:
+    live, token = unlocked
+    ident = live.identity()
+    secret = os.urandom(32)
+    name = parse_public(b64url_decode(ident["attestation_key_public"])).name
+    blob, encrypted = make_credential(b64url_decode(ident["ek_public"]), name, secret)
+    body = {"credential_blob": b64url_encode(blob), "encrypted_secret": b64url_encode(encrypted)}
+    before = live.snapshot()
+    r = live.client.post("/v1/activate", json=body, headers=auth(token))
+    assert r.status_code == 200, r.text
+    assert b64url_decode(r.json()["secret"]) == secret
+    # bound to another object name: the TPM refuses
+    other = bytes([name[0], name[1]]) + bytes(len(name) - 2)
+    blob, encrypted = make_credential(b64url_decode(ident["ek_public"]), other, secret)
+    r = live.client.post(
+        "/v1/activate",
+        json={"credential_blob": b64url_encode(blob), "encrypted_secret": b64url_encode(encrypted)},
+        headers=auth(token),
+    )
+    _problem(r, "attestation-failed", 422)
+    r = live.client.post(
+        "/v1/activate", json={"credential_blob": "AAAA", "encrypted_secret": "AAAA"}, headers=auth(token)
+    )
+    _problem(r, "attestation-failed", 422)
+    assert live.snapshot() == before
+    # the device still works afterwards (activation borrowed the hot keys' TPM slots)
+    r = live.client.get("/v1/statement", params={"nonce": "n" * 16}, headers=auth(token))
+    assert r.status_code == 200, r.text
+
+
+def test_enrollment_pins_on_first_use(unlocked: tuple[LiveDevice, str], center: PlayCenter) -> None:
+    live, token = unlocked
+    device_id = live.device.device_id
+    body = center.enrollment_request(device_id)
+    r = _enroll(live, token, body)
+    assert r.status_code == 200, r.text
+    assert r.json()["root_fingerprint"] == center.fingerprint
+    assert r.json()["keyset_version"] == 1
+    assert live.client.get("/v1/wallet", headers=auth(token)).json()["enrolled"] is True
+    before = live.snapshot()
+    again = _enroll(live, token, body)  # the same enrollment again: no commit
+    assert again.status_code == 200
+    assert live.snapshot() == before
+    other = PlayCenter()
+    _problem(_enroll(live, token, other.enrollment_request(device_id)), "untrusted-keyset", 422)
+    assert live.snapshot() == before
+
+
+def test_enrollment_signed_by_another_root_is_refused(unlocked: tuple[LiveDevice, str]) -> None:
+    live, token = unlocked
+    device_id = live.device.device_id
+    before = live.snapshot()
+    forged = PlayCenter(keyset_signer=ec.generate_private_key(ec.SECP256R1()))  # claims root A, signed by B
+    _problem(_enroll(live, token, forged.enrollment_request(device_id)), "untrusted-keyset", 422)
+    center = PlayCenter()
+    _problem(_enroll(live, token, center.enrollment_request("dev_" + "a" * 32)), "wrong-device", 422)
+    body = center.enrollment_request(device_id)
+    body["root_jwk"] = {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}
+    r = _enroll(live, token, body)
+    assert r.status_code in (400, 422), r.text
+    assert live.snapshot() == before
+    assert live.client.get("/v1/wallet", headers=auth(token)).json()["enrolled"] is False
+
+
+def test_enrollment_with_a_pinned_root(make_live: MakeLive) -> None:
+    pinned, other = PlayCenter(), PlayCenter()
+    live = make_live(pinned_root_fingerprint=pinned.fingerprint)
+    live.setup()
+    token = live.unlock()
+    device_id = live.device.device_id
+    before = live.snapshot()
+    _problem(_enroll(live, token, other.enrollment_request(device_id)), "untrusted-keyset", 422)
+    assert live.snapshot() == before
+    r = _enroll(live, token, pinned.enrollment_request(device_id))
+    assert r.status_code == 200, r.text
+    assert r.json()["root_fingerprint"] == pinned.fingerprint

@@ -1,0 +1,90 @@
+"""Service settings (unit tier): EnvironmentFile syntax, precedence, the listen address."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from device_os.api.settings import ConfigFileError, load_settings, parse_environment_file, parse_listen
+
+FP = "ab" * 32
+
+
+def test_environment_file_syntax() -> None:
+    text = (
+        "# coffer.conf\n"
+        "; another comment\n"
+        "\n"
+        "COFFER_DEVICE_LISTEN=192.168.7.1:8470\n"
+        '  COFFER_DEVICE_TCTI="swtpm:host=127.0.0.1,port=2321"\n'
+        "COFFER_DEVICE_DATA_DIR='/var/lib/coffer'\n"
+        "COFFER_DEVICE_SUBNET=192.168.7.0/30\n"
+        'QUOTED="a \\"b\\" c"\n'
+        "LONG=one\\\n"
+        "two\n"
+    )
+    values = parse_environment_file(text)
+    assert values == {
+        "COFFER_DEVICE_LISTEN": "192.168.7.1:8470",
+        "COFFER_DEVICE_TCTI": "swtpm:host=127.0.0.1,port=2321",
+        "COFFER_DEVICE_DATA_DIR": "/var/lib/coffer",
+        "COFFER_DEVICE_SUBNET": "192.168.7.0/30",
+        "QUOTED": 'a "b" c',
+        "LONG": "onetwo",
+    }
+    for bad in ("no equals sign\n", "1BAD=x\n", 'K="unterminated\n'):
+        with pytest.raises(ConfigFileError):
+            parse_environment_file(bad)
+
+
+def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
+    conf = tmp_path / "coffer.conf"
+    conf.write_text(
+        "COFFER_DEVICE_LISTEN=10.0.0.1:1000\nCOFFER_DEVICE_DATA_DIR=/from/file\n"
+        f"COFFER_DEVICE_PINNED_ROOT_FINGERPRINT={FP}\nCOFFER_DEVICE_AUTO_LOCK_MINUTES=5\n"
+    )
+    s = load_settings(environ={}, config_file=conf)
+    assert (s.listen, s.data_dir, s.pinned_root_fingerprint, s.auto_lock_seconds) == (
+        "10.0.0.1:1000",
+        Path("/from/file"),
+        FP,
+        300,
+    )
+    env = {"COFFER_DEVICE_CONFIG": str(conf), "COFFER_DEVICE_DATA_DIR": "/from/env", "OTHER": "x"}
+    s = load_settings(environ=env)
+    assert s.data_dir == Path("/from/env")
+    assert s.listen == "10.0.0.1:1000"
+    s = load_settings(environ=env, overrides={"data_dir": Path("/from/cli"), "listen": None})
+    assert s.data_dir == Path("/from/cli")
+    assert s.listen == "10.0.0.1:1000"
+    s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_PINNED_ROOT_FINGERPRINT": ""})
+    assert s.pinned_root_fingerprint is None  # empty = pin on first use
+    assert s.auto_lock_seconds == 900  # DESIGN.md: 15 minutes
+
+
+def test_ambient_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COFFER_DEVICE_LISTEN", "10.9.9.9:1")
+    s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"})
+    assert s.listen == "127.0.0.1:8470"
+
+
+def test_listen_address() -> None:
+    assert parse_listen("127.0.0.1:8470") == ("127.0.0.1", 8470)
+    assert parse_listen("[fe80::1]:8470") == ("fe80::1", 8470)
+    for bad in (
+        "0.0.0.0:8470",
+        "[::]:1",
+        "localhost:8470",
+        "127.0.0.1",
+        "127.0.0.1:0",
+        "::1:80",
+        "1.2.3.4:99999",
+    ):
+        with pytest.raises(ValueError, match="listen"):
+            parse_listen(bad)
+    with pytest.raises(ValidationError):
+        load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_LISTEN": "0.0.0.0:80"})
+    s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_LISTEN": "[::1]:9000"})
+    assert s.allowed_hosts() == {"[::1]", "[::1]:9000"}
