@@ -5,6 +5,8 @@ Stages (each uses real components; none is simulated):
   2. tpm       swtpm + the device's TPM adapter: provision, seal/unseal under a PIN, HPKE opened in the TPM,
                a TPM signature verified in software, the NV counter
   3. center    the center with a sample catalog (image, text, audio, video), served on loopback
+  4. board     a simulated board: `device_os serve` in its own network namespace, bound to `usb0` of a veth
+               pair (the USB link), its TPM a swtpm on a unix socket; setup, unlock, wallet, the access rules
 
 State lives in .demo/ (deleted and recreated each run). Set COFFER_DEMO_SERVE=1 to keep the center running
 after the flows until Ctrl-C.
@@ -137,12 +139,104 @@ def stage_center() -> None:
     console.print(f"  [bold]browse the storefront at {base}/[/] (JSON: {base}/v1/items)")
 
 
+DEMO_PIN = "246810"
+
+
+def stage_board() -> None:
+    from scripts.swtpm import Swtpm, copy_state, provision_template
+    from scripts.usblink import SimulatedLink
+
+    template = provision_template(DEMO_DIR / "tpm-template")
+    tpm = Swtpm(copy_state(template, DEMO_DIR / "board-tpm"), transport="unix").start()
+    CLEANUP.append(tpm.stop)
+    link = SimulatedLink.create()
+    CLEANUP.append(link.destroy)
+    console.print(
+        f"  USB link: veth {link.host_interface} ({link.host_address}) <-> usb0 ({link.board_address}) "
+        f"in network namespace {link.namespace}; TPM: swtpm at {tpm.tcti}"
+    )
+    data = DEMO_DIR / "board-data"
+    provision = link.run(
+        [sys.executable, "-m", "device_os", "provision", "--data", str(data), "--tcti", tpm.tcti]
+    )
+    if provision.returncode != 0:
+        raise SystemExit(f"demo: device_os provision failed: {provision.stderr.strip()}")
+    listen = f"{link.board_address}:8470"
+    log = (DEMO_DIR / "device.log").open("wb")
+    service = link.popen(
+        [
+            sys.executable,
+            "-m",
+            "device_os",
+            "serve",
+            "--data",
+            str(data),
+            "--tcti",
+            tpm.tcti,
+            "--listen",
+            listen,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    PROCESSES.append(service)
+    base = f"http://{listen}"
+    _wait_http(f"{base}/v1/health", service)
+    with httpx.Client(base_url=base, timeout=30.0) as board:
+        health = board.get("/v1/health").json()
+        console.print(
+            f"  device service on usb0 only: {base}  phase {health['phase']}, {health['device_id']}"
+        )
+        _expect(board.post("/v1/setup", json={"pin": DEMO_PIN}), 201, "setup")
+        console.print(
+            "  setup: payment key created in the TPM, DEK sealed under the PIN, empty state committed"
+        )
+        identity = board.get("/v1/identity").json()
+        console.print(
+            f"  identity: AEAD at rest {identity['aead']}, EK certificate and Certify evidence published"
+        )
+        wrong = board.post("/v1/unlock", json={"pin": "000000"})
+        console.print(
+            f"  unlock with a wrong PIN: {wrong.status_code} {wrong.json().get('title')}, "
+            f"tries left {wrong.json().get('tries_left')}"
+        )
+        token = _expect(board.post("/v1/unlock", json={"pin": DEMO_PIN}), 200, "unlock").json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        wallet = _expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
+        console.print(
+            f"  unlocked: wallet counter {wallet['counter']}, purses {wallet['purses']}, "
+            f"enrolled {wallet['enrolled']}"
+        )
+        refused = board.get("/v1/wallet")
+        console.print(f"  without the bearer token: {refused.status_code} {refused.json()['title']}")
+        foreign = board.get("/v1/health", headers={"Host": "evil.example"})
+        console.print(
+            f"  a foreign Host header (DNS rebinding): {foreign.status_code} {foreign.json()['title']}"
+        )
+        _expect(board.post("/v1/lock", headers=auth), 204, "lock")
+        console.print(
+            f"  locked again: the old token is refused ({board.get('/v1/wallet', headers=auth).status_code})"
+        )
+
+
+def _expect(response: httpx.Response, status: int, what: str) -> httpx.Response:
+    if response.status_code != status:
+        raise SystemExit(f"demo: {what} answered {response.status_code}: {response.text}")
+    return response
+
+
 PROCESSES: list[subprocess.Popen[bytes]] = []
+CLEANUP: list[Callable[[], None]] = []
 
 STAGES: list[tuple[str, str, Callable[[], None]]] = [
     ("formats", "Wire formats on generated content", stage_formats),
     ("tpm", "The board's TPM (swtpm) through the device's adapter", stage_tpm),
     ("center", "Center with a sample catalog", stage_center),
+    (
+        "board",
+        "A simulated board: the device service behind a USB link (veth + network namespace)",
+        stage_board,
+    ),
 ]
 
 
@@ -165,9 +259,11 @@ def main() -> int:
         for process in PROCESSES:
             process.terminate()
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        for undo in reversed(CLEANUP):
+            undo()
     return 0
 
 

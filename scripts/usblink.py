@@ -1,0 +1,102 @@
+"""The simulated USB link: a network namespace for the board and a veth pair whose board end is `usb0`.
+
+DESIGN.md "USB link": tests and the demo simulate the gadget's point-to-point Ethernet with a veth pair
+between network namespaces, the device service bound to the board's end only. The host end stays in the
+caller's namespace (it plays the PC); the board end is `usb0` inside a namespace of its own. Addresses come
+from a /30 in 10.213.0.0/16 picked per link, so parallel runs don't collide; nothing is routed elsewhere.
+
+Needs root (`ip netns`, `ip link`). `SimulatedLink.create()` ... `destroy()`, or use it as a context manager.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+BOARD_INTERFACE = "usb0"
+_POOL = ipaddress.ip_network("10.213.0.0/16")
+
+
+class LinkError(RuntimeError):
+    """The simulated link could not be built (not root, no iproute2, ...)."""
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise LinkError(f"ip {' '.join(args)}: {result.stderr.strip() or result.returncode}")
+
+
+@dataclass
+class SimulatedLink:
+    namespace: str
+    host_interface: str
+    host_address: str
+    board_address: str
+    prefix_length: int = 30
+
+    @classmethod
+    def create(cls) -> SimulatedLink:
+        if os.geteuid() != 0:
+            raise LinkError("the simulated USB link needs root (network namespaces and veth pairs)")
+        if shutil.which("ip") is None:
+            raise LinkError("iproute2's `ip` is not installed")
+        tag = secrets.token_hex(3)
+        subnet = list(_POOL.subnets(new_prefix=30))[secrets.randbelow(2**14)]
+        host, board = (str(a) for a in list(subnet.hosts())[:2])
+        link = cls(
+            namespace=f"coffer-board-{tag}",
+            host_interface=f"cfh{tag}",
+            host_address=host,
+            board_address=board,
+        )
+        try:
+            _ip("netns", "add", link.namespace)
+            _ip(
+                "link",
+                "add",
+                link.host_interface,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                BOARD_INTERFACE,
+                "netns",
+                link.namespace,
+            )
+            _ip("addr", "add", f"{host}/30", "dev", link.host_interface)
+            _ip("link", "set", link.host_interface, "up")
+            _ip("-n", link.namespace, "addr", "add", f"{board}/30", "dev", BOARD_INTERFACE)
+            _ip("-n", link.namespace, "link", "set", BOARD_INTERFACE, "up")
+            _ip("-n", link.namespace, "link", "set", "lo", "up")
+        except LinkError:
+            link.destroy()
+            raise
+        return link
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """`argv` run inside the board's namespace."""
+        return ["ip", "netns", "exec", self.namespace, *argv]
+
+    def popen(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command(argv), **kwargs)
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.command(argv), capture_output=True, text=True, check=False, **kwargs)
+
+    def destroy(self) -> None:
+        """Remove the namespace (its end of the veth pair goes with it, and so does the host end)."""
+        subprocess.run(["ip", "link", "del", self.host_interface], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, check=False)
+
+    def __enter__(self) -> SimulatedLink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
