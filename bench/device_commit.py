@@ -1,0 +1,254 @@
+"""Device commit latency on swtpm, beside a reference without the TPM, measured in the same run.
+
+    python -m bench.device_commit [--rounds N] [--library K]
+
+Prints JSON lines, each {"bench": "device_commit", "case": ..., "ms": {"median", "p99", "max"}, ...}:
+- `commit`: one state commit (DESIGN.md "Device state and crash safety"): encrypt the body, write
+  `state.next`, fsync it and the directory, TPM2_NV_Increment, rename to `state`, fsync the directory;
+- `reference`: the same encrypt + write + fsync + rename + fsync with no TPM increment (the file-system cost);
+- `nv_increment`: the counter increment alone;
+- `credit`, `purchase`: whole wallet operations on the unlocked device (verify, price, sign in the TPM, HPKE
+  seal, commit; the purchase also unwraps Ke in the TPM and re-encrypts a 64 KiB item).
+The state body holds K library entries (default 200) so its size is realistic. Host numbers: swtpm is fast,
+a discrete TPM's NV write and an SD card's fsync are slower (FACTS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from device_os.core import statedoc
+from device_os.core.body import LibraryEntry, StateBody
+from device_os.core.device import Device
+from device_os.core.store import StateStore
+from device_os.settings import DeviceSettings
+from protocol import hpke, jws, stream
+from protocol.b64 import b64url_encode
+from protocol.keys import jwk_from_public_key, public_key_from_jwk
+from protocol.messages import Credit, Enrollment, Jwk, Keyset, Order
+from protocol.money import Money
+from scripts.swtpm import Swtpm, copy_state, provision_template
+
+PIN = "246810"
+T0 = 1_800_000_000
+
+
+def _stats(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return {
+        "median": round(statistics.median(ordered) * 1000, 3),
+        "p99": round(p99 * 1000, 3),
+        "max": round(ordered[-1] * 1000, 3),
+    }
+
+
+def _time(fn: Callable[[int], object], rounds: int) -> list[float]:
+    samples = []
+    for i in range(rounds):
+        start = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+class _NoCounter:
+    """The reference: the same files, no TPM (bench only; never a product counter)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def read(self) -> int:
+        return self.value
+
+    def increment(self) -> int:
+        self.value += 1
+        return self.value
+
+
+class _Center:
+    def __init__(self) -> None:
+        self.root = ec.generate_private_key(ec.SECP256R1())
+        self.signing = ec.generate_private_key(ec.SECP256R1())
+        self.payment = ec.generate_private_key(ec.SECP256R1())
+        self.keyset = jws.sign(
+            Keyset(
+                iss="center",
+                iat=T0,
+                version=1,
+                signing_jwk=Jwk.from_public_key(self.signing.public_key()),
+                payment_jwk=Jwk.from_public_key(self.payment.public_key()),
+            ),
+            jws.SoftwareSigner(self.root),
+        )
+
+    def sign(self, payload: Any) -> str:
+        return jws.sign(payload, jws.SoftwareSigner(self.signing))
+
+
+def _body(device_id: str, entries: int) -> StateBody:
+    library = {
+        f"item{i}": LibraryEntry(
+            item_id=f"item{i}",
+            order_id=f"order{i}",
+            blob=os.urandom(16).hex(),
+            mode="now",
+            length=123456,
+            sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+        )
+        for i in range(entries)
+    }
+    return StateBody(device_id=device_id, library=library)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.device_commit")
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--library", type=int, default=200)
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    rounds = args.rounds
+    with tempfile.TemporaryDirectory(prefix="coffer-bench-") as tmp:
+        root = Path(tmp)
+        template = provision_template(root / "template")
+        tpm_proc = Swtpm(copy_state(template, root / "tpm"))
+        tpm_proc.start()
+        try:
+            device = Device.open(DeviceSettings(data_dir=root / "data", tcti=tpm_proc.tcti))
+            try:
+                results = _run(device, root, rounds, args.library)
+            finally:
+                device.close()
+        finally:
+            tpm_proc.kill()
+    for line in results:
+        print(json.dumps({"bench": "device_commit", **line}))
+    return 0
+
+
+def _run(device: Device, root: Path, rounds: int, entries: int) -> list[dict[str, Any]]:
+    device.provision()
+    device.setup(PIN)
+    device.unlock(PIN)
+    device_id = device.device_id
+    aead = device.aead()
+    dek = os.urandom(32)
+    body = _body(device_id, entries).encode()
+    out: list[dict[str, Any]] = []
+
+    def build(counter: int) -> bytes:
+        return statedoc.build(counter, body, dek=dek, device_id=device_id, aead=aead)
+
+    # the reference (same files, same fsyncs, no TPM) and the real commit (the device's TPM NV counter),
+    # interleaved so both see the same disk and load
+    ref_dir, tpm_dir = root / "reference", root / "tpm-commits"
+    ref_dir.mkdir()
+    tpm_dir.mkdir()
+    ref = StateStore(ref_dir, _NoCounter())
+    store = StateStore(tpm_dir, device.store._counter_source)  # the device's TPM counter
+    for s in (ref, store):
+        s.recover()
+        s.commit(build, first=True)
+    reference: list[float] = []
+    commits: list[float] = []
+    for _ in range(rounds):
+        reference += _time(lambda _i: ref.commit(build), 1)
+        commits += _time(lambda _i: store.commit(build), 1)
+    increments = _time(lambda _i: device.tpm.counter_increment(), rounds)
+    out.append({"case": "reference", "ms": _stats(reference), "rounds": rounds, "state_bytes": len(build(1))})
+    out.append({"case": "commit", "ms": _stats(commits), "rounds": rounds, "state_bytes": len(build(1))})
+    out.append({"case": "nv_increment", "ms": _stats(increments), "rounds": rounds})
+    # whole wallet operations: the commits above moved the shared NV counter under this device's state, so a
+    # second device (a new data directory on the same TPM) is set up for them
+    device.close()
+    fresh = Device.open(DeviceSettings(data_dir=root / "data2", tcti=device.settings.tcti))
+    try:
+        out.extend(_wallet_ops(fresh, rounds))
+    finally:
+        fresh.close()
+    return out
+
+
+def _wallet_ops(device: Device, rounds: int) -> list[dict[str, Any]]:
+    device.provision()
+    device.setup(PIN)
+    device.unlock(PIN)
+    center = _Center()
+    device_id = device.device_id
+    wallet = device.wallet()
+    enrollment = center.sign(
+        Enrollment(
+            iss="center",
+            iat=T0,
+            device_id=device_id,
+            keyset=center.keyset,
+            device_token_hash=b64url_encode(hashlib.sha256(b"t").digest()),
+        )
+    )
+    wallet.accept_enrollment(enrollment, jwk_from_public_key(center.root.public_key()))
+    credits = [
+        center.sign(
+            Credit(
+                iss="center",
+                iat=T0,
+                credit_id=f"c{i}",
+                device_id=device_id,
+                kind="prepaid",
+                amount=Money(amount=1000, currency="JPY"),
+                exp=T0 + 86400,
+            )
+        )
+        for i in range(rounds)
+    ]
+    credit_times = _time(lambda i: wallet.apply_credit(credits[i]), rounds)
+    kem = public_key_from_jwk(device.identity()["kem_jwk"])
+    content = os.urandom(65536)
+    orders = []
+    for i in range(rounds):
+        ke = os.urandom(32)
+        oid = f"o{i}"
+        token = center.sign(
+            Order(
+                iss="center",
+                iat=T0,
+                order_id=oid,
+                item_id=f"item{i}",
+                device_id=device_id,
+                price=Money(amount=100, currency="JPY"),
+                content_sha256=hashlib.sha256(content).hexdigest(),
+                content_length=len(content),
+                aead="aes-256-gcm",
+                segment_size=65536,
+                wrapped_key=b64url_encode(hpke.seal(kem, ke, info=hpke.content_key_info(oid))),
+                exp=T0 + 86400,
+            )
+        )
+        orders.append((token, stream.encrypt(content, ke, segment_size=65536)))
+    before = device.tpm.commands
+    purchase_times = _time(lambda i: wallet.purchase(orders[i][0], [orders[i][1]]), rounds)
+    per_purchase = (device.tpm.commands - before) / rounds
+    return [
+        {"case": "credit", "ms": _stats(credit_times), "rounds": rounds},
+        {
+            "case": "purchase",
+            "ms": _stats(purchase_times),
+            "rounds": rounds,
+            "tpm_commands_each": per_purchase,
+            "item_bytes": len(content),
+        },
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

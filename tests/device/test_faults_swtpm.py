@@ -1,0 +1,117 @@
+"""Power cuts during setup, PIN change and content writes (real swtpm, the fault hook in a child process)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from device_os.core.faults import COMMIT_STEPS
+from protocol.keys import public_key_from_jwk
+from tests.device.center import TestCenter
+from tests.device.harness import Driver
+from tests.support.swtpm import SwtpmInstance
+
+pytestmark = pytest.mark.swtpm
+PIN = "246813"
+NEW_PIN = "1357902468"
+SETUP_BEFORE_COMMIT = ("setup-after-files", "after-write-next", "after-fsync-next")
+SETUP_AFTER_COMMIT = ("after-nv-increment", "after-rename", "after-dir-fsync", "setup-after-commit")
+
+
+def killed(d: Driver) -> None:
+    assert d.finish() == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("step", SETUP_BEFORE_COMMIT + SETUP_AFTER_COMMIT)
+def test_power_cut_during_setup(swtpm: SwtpmInstance, tmp_path: Path, step: str) -> None:
+    data = tmp_path / "data"
+    d = Driver(data, swtpm.tcti)
+    d.must("provision")
+    d.finish()
+    d = Driver(data, swtpm.tcti, fault=step)
+    assert d.call("setup", pin=PIN) is None
+    killed(d)
+    d = Driver(data, swtpm.tcti)
+    status = d.must("status")
+    assert not status["tampered"]
+    if step in SETUP_BEFORE_COMMIT:
+        assert status["phase"] == "not-set-up"  # never bricked: set up again
+        d.must("setup", pin=PIN)
+    else:
+        assert status["phase"] == "locked"  # the first commit happened: finished at start
+    d.must("unlock", pin=PIN)
+    snap = d.must("inspect")
+    assert "setup.next" not in snap["data_listing"]
+    assert "state.next" not in snap["data_listing"]
+    assert snap["counter"] == snap["tpm_counter"]
+    d.finish()
+
+
+@pytest.mark.parametrize(
+    ("step", "pin_after"),
+    [
+        ("pin-after-files", PIN),
+        ("pin-after-marker", NEW_PIN),
+        ("pin-after-move-old", NEW_PIN),
+        ("pin-after-move-new", NEW_PIN),
+    ],
+)
+def test_power_cut_during_pin_change(swtpm: SwtpmInstance, tmp_path: Path, step: str, pin_after: str) -> None:
+    data = tmp_path / "data"
+    d = Driver(data, swtpm.tcti)
+    d.must("provision")
+    d.must("setup", pin=PIN)
+    d.finish()
+    d = Driver(data, swtpm.tcti, fault=step)
+    d.must("unlock", pin=PIN)
+    assert d.call("change_pin", old=PIN, new=NEW_PIN) is None
+    killed(d)
+    d = Driver(data, swtpm.tcti)
+    status = d.must("status")
+    assert status["phase"] == "locked"
+    tries = status["failed_tries"]
+    assert d.must("unlock", pin=pin_after)["failed_tries"] == tries  # the expected PIN works at once
+    snap = d.must("inspect")
+    assert {"pin.next", "keys.old"}.isdisjoint(snap["data_listing"])
+    d.finish()
+
+
+@pytest.mark.parametrize(
+    "step", ["content-after-write", "content-after-fsync", "content-after-rename", *COMMIT_STEPS]
+)
+def test_no_plaintext_on_disk_after_a_cut(swtpm: SwtpmInstance, tmp_path: Path, step: str) -> None:
+    data = tmp_path / "data"
+    center = TestCenter()
+    marker = b"TEMP-FILE-MARKER-5d2a" * 3000
+    d = Driver(data, swtpm.tcti)
+    d.must("provision")
+    identity = d.must("setup", pin=PIN)
+    d.must("unlock", pin=PIN)
+    device_id = identity["device_id"]
+    d.must("enroll", enrollment=center.enrollment(device_id), root_jwk=center.root_jwk)
+    d.must("credit", credit=center.credit(device_id, amount=500))
+    d.finish()
+    order, stream_bytes = center.order(device_id, public_key_from_jwk(identity["kem_jwk"]), "x", 100, marker)
+    (tmp_path / "stream").write_bytes(stream_bytes)
+    d = Driver(data, swtpm.tcti, fault=step)
+    d.must("unlock", pin=PIN)
+    assert d.call("purchase", order=order, stream=str(tmp_path / "stream")) is None
+    killed(d)
+    leftovers = [p for p in data.rglob("*") if p.is_file()]
+    for path in leftovers:
+        blob = path.read_bytes()
+        assert marker[:21] not in blob, path
+        assert PIN.encode() not in blob, path
+    log = (tmp_path / "driver.log").read_bytes()
+    assert marker[:21] not in log
+    assert PIN.encode() not in log
+    d = Driver(data, swtpm.tcti)
+    d.must("unlock", pin=PIN)
+    snap = d.must("inspect")
+    committed = "x" in snap["body"]["library"]
+    assert committed == (step in COMMIT_STEPS[2:])  # committed iff the NV increment happened
+    assert snap["listing"] == sorted(e["blob"] + ".cfs" for e in snap["body"]["library"].values())
+    assert snap["body"]["purses"]["prepaid"] == ({"JPY": 400} if committed else {"JPY": 500})
+    d.finish()

@@ -1,0 +1,320 @@
+"""Wallet rules on plain data (unit tier): a fake counter and software keys stand in below the interface.
+
+The same operations run against the real TPM in test_device_swtpm.py and the campaign.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_os.core.wallet import PurchaseAnswer, Wallet
+from device_os.errors import (
+    AlreadyOwned,
+    ContentMismatch,
+    CorruptContent,
+    CreditAlreadyApplied,
+    InsufficientFunds,
+    InvalidMessage,
+    InvalidReceipt,
+    Locked,
+    MessageExpired,
+    NotEnrolled,
+    NotFound,
+    OrderSettled,
+    UnknownOrder,
+    UntrustedKeyset,
+    WrongDevice,
+)
+from protocol import jws
+from protocol.messages import Statement, message_hash
+from protocol.money import Money
+from tests.device.center import DAY, T0, TestCenter, chunks, verify_payment
+from tests.device.fakes import SoftDevice
+
+CONTENT = b"the quick brown fox " * 1000
+
+
+@pytest.fixture
+def center() -> TestCenter:
+    return TestCenter()
+
+
+@pytest.fixture
+def dev(tmp_path: Path, center: TestCenter) -> SoftDevice:
+    d = SoftDevice(tmp_path)
+    d.wallet.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
+    return d
+
+
+def buy(dev: SoftDevice, center: TestCenter, item: str, price: int, **kw: Any) -> tuple[str, PurchaseAnswer]:
+    order, stream_bytes = center.order(dev.device_id, dev.kem.public_key(), item, price, CONTENT, **kw)
+    return order, dev.wallet.purchase(order, chunks(stream_bytes))
+
+
+def test_not_enrolled_refuses_credits(tmp_path: Path, center: TestCenter) -> None:
+    d = SoftDevice(tmp_path)
+    with pytest.raises(NotEnrolled):
+        d.wallet.apply_credit(center.credit(d.device_id))
+
+
+def test_enrollment_pins_root(tmp_path: Path, center: TestCenter) -> None:
+    d = SoftDevice(tmp_path)
+    other = TestCenter()
+    with pytest.raises(WrongDevice):
+        d.wallet.accept_enrollment(center.enrollment("dev_" + "b" * 32), center.root_jwk)
+    with pytest.raises(UntrustedKeyset):  # keyset signed by another root than the one offered
+        d.wallet.accept_enrollment(center.enrollment(d.device_id), other.root_jwk)
+    record = d.wallet.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
+    assert d.wallet.accept_enrollment(record.enrollment, center.root_jwk) == record  # idempotent
+    snap = d.snapshot()
+    with pytest.raises(UntrustedKeyset):  # pinned on first use
+        d.wallet.accept_enrollment(other.enrollment(d.device_id), other.root_jwk)
+    assert d.snapshot() == snap
+    assert d.reload().body.enrollment == record
+    assert d.wallet.view().time_floor == T0
+
+
+def test_pinned_root_from_settings(tmp_path: Path, center: TestCenter) -> None:
+    from protocol.keys import root_fingerprint
+
+    d = SoftDevice(tmp_path)
+    w = Wallet(d.session, d.wallet.body, pinned_root=root_fingerprint(TestCenter().root.public_key()))
+    with pytest.raises(UntrustedKeyset):
+        w.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
+
+
+def test_credit_once_and_kinds(dev: SoftDevice, center: TestCenter) -> None:
+    token = center.credit(dev.device_id, amount=500)
+    answer = dev.wallet.apply_credit(token)
+    assert answer.counter == dev.counter.value
+    snap = dev.snapshot()
+    with pytest.raises(CreditAlreadyApplied):
+        dev.wallet.apply_credit(token)
+    assert dev.snapshot() == snap
+    dev.wallet.apply_credit(center.credit(dev.device_id, "coupon", 300))
+    dev.wallet.apply_credit(center.credit(dev.device_id, "ticket", None, item_id="song"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=7, currency="USD"))
+    purses = dev.reload().body.purses
+    assert purses.prepaid == {"JPY": 500, "USD": 7}
+    assert [c.amount.amount for c in purses.coupons] == [300]
+    assert [t.item_id for t in purses.tickets] == ["song"]
+
+
+def test_credit_checks(dev: SoftDevice, center: TestCenter) -> None:
+    snap = dev.snapshot()
+    with pytest.raises(WrongDevice):
+        dev.wallet.apply_credit(center.credit("dev_" + "c" * 32))
+    with pytest.raises(InvalidMessage):
+        dev.wallet.apply_credit(TestCenter().credit(dev.device_id))  # signed by another center
+    with pytest.raises(InvalidMessage):
+        dev.wallet.apply_credit("not.a.jws")
+    assert dev.snapshot() == snap
+    # time floor: a message with a later iat raises it; an earlier credit expiring before it is refused
+    dev.wallet.apply_credit(center.credit(dev.device_id, iat=T0 + 10 * DAY))
+    assert dev.wallet.view().time_floor == T0 + 10 * DAY
+    with pytest.raises(MessageExpired):
+        dev.wallet.apply_credit(center.credit(dev.device_id, iat=T0, exp=T0 + 5 * DAY))
+
+
+def test_spent_ids_pruned_after_expiry(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, credit_id="old", iat=T0, exp=T0 + DAY))
+    assert "old" in dev.wallet.body.spent_credits
+    dev.wallet.apply_credit(center.credit(dev.device_id, iat=T0 + 2 * DAY))
+    assert "old" not in dev.wallet.body.spent_credits
+    with pytest.raises(MessageExpired):  # and it can never verify again
+        dev.wallet.apply_credit(center.credit(dev.device_id, credit_id="old", iat=T0, exp=T0 + DAY))
+
+
+def test_purchase_prepaid_and_payment(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    c0 = dev.counter.value
+    order, answer = buy(dev, center, "book", 300)
+    assert answer.counter == c0 + 1 == dev.counter.value
+    token, _ = center.open_payment(answer.order_id, answer.payment)
+    payment = verify_payment(token, dev.payer_key.public_key())
+    assert payment.order_hash == message_hash(order)
+    assert payment.counter == answer.counter
+    assert payment.iat == dev.wallet.body.time_floor
+    assert payment.iss == payment.device_id == dev.device_id
+    assert [(d.purse, d.amount) for d in payment.debits] == [("prepaid", 300)]
+    w = dev.reload()
+    assert w.body.purses.prepaid == {"JPY": 700}
+    assert b"".join(w.open_item("book")) == CONTENT
+    assert b"".join(w.read_range("book", 10, 30)) == CONTENT[10:40]
+    assert list(w.body.outbox) == [answer.order_id]
+    # the same order again: the same answer, no second debit, no new blob
+    snap = dev.snapshot()
+    assert buy_again(dev, order) == answer
+    assert dev.snapshot() == snap
+
+
+def buy_again(dev: SoftDevice, order: str) -> PurchaseAnswer:
+    return dev.wallet.purchase(order, [b"ignored: the stored answer comes first"])
+
+
+def test_purchase_coupon_ticket_and_refusals(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=250))
+    dev.wallet.apply_credit(center.credit(dev.device_id, "coupon", 100, credit_id="cp1"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, "ticket", None, item_id="song", credit_id="tk1"))
+    _, a = buy(dev, center, "song", 999)
+    _, b = buy(dev, center, "film", 300)
+    payments = [center.open_payment(x.order_id, x.payment)[1] for x in (a, b)]
+    assert [(d.purse, d.credit_id, d.amount) for d in payments[0].debits] == [("ticket", "tk1", 999)]
+    assert [(d.purse, d.amount) for d in payments[1].debits] == [("coupon", 100), ("prepaid", 200)]
+    assert dev.wallet.body.purses.prepaid == {"JPY": 50}
+    snap = dev.snapshot()
+    with pytest.raises(InsufficientFunds):
+        buy(dev, center, "poster", 51)
+    with pytest.raises(AlreadyOwned):
+        buy(dev, center, "film", 1)
+    with pytest.raises(MessageExpired):
+        buy(dev, center, "mug", 1, iat=T0 - 2 * DAY, exp=T0 - DAY)
+    order, s = center.order("dev_" + "d" * 32, dev.kem.public_key(), "x", 1, CONTENT)
+    with pytest.raises(WrongDevice):
+        dev.wallet.purchase(order, chunks(s))
+    assert dev.snapshot() == snap
+
+
+def test_content_checks_leave_nothing(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    snap = dev.snapshot()
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
+    with pytest.raises(CorruptContent):
+        dev.wallet.purchase(order, chunks(s[:-5]))
+    bad = bytearray(s)
+    bad[100] ^= 1
+    with pytest.raises(CorruptContent):
+        dev.wallet.purchase(order, chunks(bytes(bad)))
+    _other, s2 = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT + b"!")
+    with pytest.raises((CorruptContent, ContentMismatch)):
+        dev.wallet.purchase(order, chunks(s2))  # another order's stream (another Ke)
+    lying, s3 = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
+    staged = dev.wallet.stage(dev.wallet.verify_order(lying), chunks(s3))
+    with pytest.raises(ContentMismatch):
+        dev.wallet.commit_purchase(order, staged)  # staged for another order
+    assert dev.snapshot() == snap
+
+
+def test_deferred_mode(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, s = center.order(
+        dev.device_id, dev.kem.public_key(), "clip", 10, CONTENT, aead="chacha20-poly1305"
+    )
+    dev.wallet.purchase(order, chunks(s), mode="deferred")
+    entry = dev.wallet.body.library["clip"]
+    assert entry.mode == "deferred"
+    assert entry.wrapped_key
+    assert dev.content.path(entry.blob).read_bytes() == s  # the center's stream, as received
+    c = dev.counter.value
+    assert b"".join(dev.wallet.open_item("clip")) == CONTENT
+    assert dev.counter.value == c + 1  # the first open re-encrypts under the DEK in one commit
+    entry2 = dev.reload().body.library["clip"]
+    assert entry2.mode == "now"
+    assert entry2.wrapped_key is None
+    assert dev.content.blob_ids() == {entry2.blob}
+    assert b"".join(dev.wallet.open_item("clip")) == CONTENT
+    assert dev.counter.value == c + 1
+
+
+def test_receipt_clears_outbox(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, a = buy(dev, center, "book", 100)
+    _, b = buy(dev, center, "pen", 100)
+    with pytest.raises(InvalidReceipt):  # names another payment
+        dev.wallet.apply_receipt(center.receipt_for(dev.device_id, a.order_id, "A" * 43))
+    receipt = center.receipt(dev.device_id, a.order_id, a.payment)
+    dev.wallet.apply_receipt(receipt)
+    assert list(dev.wallet.body.outbox) == [b.order_id]
+    c = dev.counter.value
+    dev.wallet.apply_receipt(receipt)  # idempotent, no commit
+    assert dev.counter.value == c
+    with pytest.raises(OrderSettled):
+        dev.wallet.purchase(order, [b""])
+    with pytest.raises(UnknownOrder):
+        dev.wallet.apply_receipt(center.receipt_for(dev.device_id, "nope", "A" * 43))
+
+
+def test_statement(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    _, a = buy(dev, center, "book", 100)
+    token = dev.wallet.statement("n" * 24)
+    st = jws.verify(token, Statement, keys=dev.payer_key.public_key(), now=0)
+    assert st.counter == dev.counter.value
+    assert st.outbox == (a.order_id,)
+    assert st.purses.prepaid == {"JPY": 900}
+    assert st.nonce == "n" * 24
+
+
+def test_library_delete(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    buy(dev, center, "book", 100)
+    dev.wallet.delete_item("book")
+    assert dev.content.blob_ids() == set()
+    assert "book" not in dev.reload().body.library
+    with pytest.raises(NotFound):
+        dev.wallet.delete_item("book")
+    _, again = buy(dev, center, "book", 100)  # may buy it again once deleted
+    assert again is not None
+
+
+def test_repurchase_replaces_blob(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    buy(dev, center, "book", 100)
+    old = dev.wallet.body.library["book"].blob
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    dev.wallet.purchase(order, chunks(s), repurchase=True)
+    new = dev.wallet.body.library["book"].blob
+    assert new != old
+    assert dev.content.blob_ids() == {new}
+    assert dev.wallet.body.purses.prepaid == {"JPY": 800}
+
+
+def test_race_for_the_last_of_the_balance(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=100))
+    orders = [center.order(dev.device_id, dev.kem.public_key(), f"item{i}", 100, CONTENT) for i in range(2)]
+    staged = [dev.wallet.stage(dev.wallet.verify_order(o), chunks(s)) for o, s in orders]
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results.append(dev.wallet.commit_purchase(orders[i][0], staged[i]))
+        except InsufficientFunds as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(r, InsufficientFunds) for r in results) == 1
+    assert dev.wallet.body.purses.prepaid == {}
+    assert len(dev.wallet.body.library) == 1
+    assert dev.content.blob_ids() == {e.blob for e in dev.wallet.body.library.values()}
+
+
+def test_money_model_is_exact(dev: SoftDevice, center: TestCenter) -> None:
+    # prepaid in several currencies; price in USD never touches JPY
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=500, currency="USD"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=500))
+    _, a = buy(dev, center, "x", 120, currency="USD")
+    assert dev.wallet.body.purses.prepaid == {"USD": 380, "JPY": 500}
+    assert dev.wallet.body.outbox[a.order_id].price == Money(amount=120, currency="USD")
+
+
+def test_lock_during_a_purchase_commits_nothing(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    snap = dev.snapshot()
+    staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s))
+    dev.wallet.close()  # Device.lock() while the content was streaming
+    with pytest.raises(Locked):
+        dev.wallet.commit_purchase(order, staged)
+    assert dev.snapshot() == snap
+    with pytest.raises(Locked):
+        dev.wallet.statement("n" * 24)
