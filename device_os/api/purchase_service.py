@@ -10,9 +10,10 @@ then the 42-byte stream header is read and must match the order (AEAD, segment s
 the core unwrap Ke (TPM2_ECDH_ZGen) and stage the content; one commit ends it.
 
 The body never sits whole in memory: the event loop reads `request.stream()`, gathers chunks into batches of
-at most `BATCH_BYTES` and hands them through a bounded anyio memory stream (`QUEUE_BATCHES` deep) to one
-worker thread running the blocking core work (decrypt -> SHA-256 -> re-encrypt under the DEK -> temp blob,
-fsync -> commit). Backpressure flows back to the socket: the loop stops reading while the queue is full.
+about `BATCH_BYTES` (lists, never joined: no copy) and hands them through a bounded anyio memory stream
+(`QUEUE_BATCHES` deep) to one worker thread running the blocking core work (decrypt -> SHA-256 -> re-encrypt
+under the DEK -> temp blob, fsync -> commit). Backpressure flows back to the socket: the loop stops reading
+while the queue is full.
 Memory per upload is bounded by (QUEUE_BATCHES + 2) x BATCH_BYTES plus one segment.
 
 A refused stream, a client that disconnects mid-upload, a body longer than the order's stream: the core aborts
@@ -35,7 +36,7 @@ from starlette.requests import ClientDisconnect, Request
 from device_os.api.errors import ApiError
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import PurchaseAnswer, Wallet
-from device_os.errors import CorruptContent, InvalidMessage
+from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage
 from protocol import stream
 from protocol.b64 import b64url_decode
 from protocol.errors import EncodingError, StreamError
@@ -48,6 +49,7 @@ PurchaseMode = Literal["now", "deferred"]
 BATCH_BYTES = 1024 * 1024
 #: Batches in flight between the event loop and the worker.
 QUEUE_BATCHES = 4
+_LONGER = "the body is longer than the order's content stream"
 
 
 class SegmentTooLarge(ApiError):
@@ -68,7 +70,7 @@ class _End:
 
 
 _END = _End()
-_Item = bytes | _End | BaseException
+_Item = list[bytes] | _End | BaseException  # a batch: the chunks as received, not joined (no copy)
 
 
 def order_id_of(order_jws: str) -> str:
@@ -136,20 +138,21 @@ async def _feed(
                 async for chunk in body:
                     total += len(chunk)
                     if total > limit:
-                        await send.send(
-                            CorruptContent("content stream: TrailingData (longer than the order's)")
-                        )
+                        await send.send(ContentMismatch(_LONGER))
                         return
                     batch.append(chunk)
                     size += len(chunk)
                     if size >= BATCH_BYTES:
-                        await send.send(b"".join(batch))
+                        await send.send(batch)
                         batch, size = [], 0
             except ClientDisconnect:
                 await send.send(UploadAborted("the upload ended before the content stream did"))
                 return
+            except Exception as exc:  # e.g. the gate's body limit (413): the worker raises it, aborting
+                await send.send(exc)
+                return
             if batch:
-                await send.send(b"".join(batch))
+                await send.send(batch)
             await send.send(_END)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             return  # the worker stopped reading (it refused the stream): nothing more to hand over
@@ -167,7 +170,7 @@ def _chunks(receive: MemoryObjectReceiveStream[_Item], head: bytes) -> Iterator[
             return
         if isinstance(item, BaseException):
             raise item
-        yield item
+        yield from item
 
 
 def _stage_and_commit(
@@ -201,7 +204,7 @@ async def import_purchase(
     check_header(head, order)
     limit = stream.ciphertext_length(order.content_length, order.segment_size) - stream.HEADER_SIZE
     if len(rest) > limit:
-        raise CorruptContent("content stream: TrailingData (longer than the order's)")
+        raise ContentMismatch(_LONGER)
     send, receive = anyio.create_memory_object_stream[_Item](QUEUE_BATCHES)
 
     def work() -> PurchaseAnswer:

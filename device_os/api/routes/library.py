@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from device_os.api.routes.deps import WalletDep
 from device_os.api.streaming import OCTET_STREAM, content_response, parse_range
+from device_os.core.body import LibraryEntry
 from device_os.core.wallet import Wallet
 from device_os.errors import NotFound
 from protocol.pricing import ItemId
@@ -37,7 +38,7 @@ class LibraryAnswer(BaseModel):
     items: list[LibraryItem]
 
 
-def _entry(wallet: Wallet, item_id: str) -> Any:
+def _entry(wallet: Wallet, item_id: str) -> LibraryEntry:
     entry = wallet.body.library.get(item_id)
     if entry is None:
         raise NotFound(f"item {item_id} is not in the library")
