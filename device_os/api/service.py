@@ -88,6 +88,8 @@ class DeviceService:
         """Locked: the TPM checks the PIN (its DA counter gives tries_left). Unlocked: the core checks it
         against RAM (no TPM try spent); three wrong in a row lock the device and end every token."""
         self.check_idle()
+        if self.device.needs_recovery:
+            self._recover()
         was_unlocked = self.device.phase() is Phase.UNLOCKED
         try:
             self.device.unlock(pin)
@@ -108,6 +110,11 @@ class DeviceService:
     def authenticate(self, token: str | None) -> Wallet:
         """The gate's check for `TOKEN` routes: a live token of the current unlock session (resets the idle
         timer). A tampered device says so before anything else (DESIGN.md: it refuses and says so)."""
+        if self.device.needs_recovery:
+            self._recover()
+            raise Unauthorized(
+                "a commit was interrupted; the device recovered its state and locked: unlock again"
+            )
         if self.device.tampered:
             raise Tampered("the device state failed its integrity check; spending is refused")
         if token is None:
@@ -189,6 +196,14 @@ class DeviceService:
         self._locked()
 
     # -- helpers ------------------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """After an interrupted commit (DESIGN.md "Device state and crash safety"): lock, then run the
+        start-up recovery by headers, as after a power cut, without restarting the service. The interrupted
+        commit is rolled forward or discarded; committed operations stay a prefix of the attempted ones."""
+        log.warning("recovering from an interrupted commit")
+        self.device.start()
+        self._locked()
+
     def _locked(self) -> None:
         self.tokens.revoke_all()
         self._reset_strikes()

@@ -223,6 +223,11 @@ class Device:
     def tampered(self) -> bool:
         return self._tamper is not None
 
+    @property
+    def needs_recovery(self) -> bool:
+        """A commit was interrupted (the TPM failed under it): `start()` must re-run header recovery."""
+        return self.store.interrupted
+
     def identity(self) -> dict[str, Any]:
         """The public identity (`GET /v1/identity`): EK certificate, keys, certify evidence, AEAD."""
         if not self.keydir.present():

@@ -99,6 +99,11 @@ class StateStore:
             return report
 
     @property
+    def interrupted(self) -> bool:
+        """A commit was cut at or after the counter increment; only `recover()` can tell how it ended."""
+        return self._broken is not None
+
+    @property
     def tpm_counter(self) -> int:
         """The TPM counter as last read or incremented by this store."""
         return self._tpm_counter
