@@ -4,8 +4,10 @@
 
 The device is the real `device_os serve` process on a swtpm, on a loopback port; the client uploads a content
 stream v1 file from disk with httpx (streamed, never whole in memory). The reference does the same work in
-this process with no HTTP and no TPM: stream decrypt + SHA-256 + re-encrypt under another key + file write +
-fsync, reading the same file. Each case is run `rounds` times (best kept, after one warm-up purchase).
+this process with no HTTP and no TPM, with the device core's own code (`content.import_stream` into a
+`ContentStore` blob): stream decrypt + SHA-256 + re-encrypt under a DEK with the device's AEAD + file write +
+fsync + rename + directory fsync, reading the same file. Each case is run `rounds` times (best kept, after
+one warm-up purchase).
 
 Prints JSON lines, one per (size, AEAD): {"bench": "device_import", "size_mib", "aead", "import_s",
 "reference_s", "import_mib_s", "reference_mib_s", "ratio", "client_cpu_s", "service_cpu_s"} (CPU seconds
@@ -37,6 +39,8 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from device_os.core.aead import resolve
+from device_os.core.content import ContentStore, import_stream
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
 from protocol import hpke, jws, stream
@@ -53,6 +57,9 @@ DAY = 86400
 MIB = 1024 * 1024
 READY_SECONDS = 60.0
 UPLOAD_CHUNK = 256 * 1024
+#: The AEAD the device stores content under (provisioned with the default "auto": AES-256-GCM where the CPU
+#: has AES). Whatever the order's AEAD, the device re-encrypts under this one, and so does the reference.
+DEVICE_AEAD = resolve(DeviceSettings.model_fields["aead"].default)
 FIXED_NOTE = "median POST /v1/purchases of an empty item: verify, ECDH_ZGen, Sign, NV_Increment, fsyncs, HTTP"
 
 
@@ -297,32 +304,27 @@ def make_stream(directory: Path, size: int, aead: str) -> tuple[Path, bytes, str
     with path.open("wb") as out:
         for chunk in stream.encrypt_iter(plaintext(), ke, aead=aead):
             out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())  # else its writeback competes with the fsyncs being measured (either side)
     return path, ke, digest.hexdigest()
 
 
-def reference_import(src: Path, ke: bytes, aead: str, out_dir: Path) -> float:
-    """The device's work without HTTP and TPM: decrypt + SHA-256 + re-encrypt + write + fsync; seconds."""
-    dek = os.urandom(32)
+def reference_import(src: Path, ke: bytes, length: int, out_dir: Path) -> float:
+    """The device core's content work without HTTP and TPM, in seconds: `content.import_stream` (decrypt +
+    SHA-256 + re-encrypt under a DEK with the device's AEAD) into a `ContentStore` blob (write, fsync,
+    rename, directory fsync), reading the same file. The same code as `Wallet.stage`, so the ratio measures
+    HTTP, the TPM and the hand-offs, not two implementations of the content work."""
+    store = ContentStore(out_dir / "reference")
     started = time.perf_counter()
-    decryptor = stream.Decryptor(ke, max_segment_size=stream.DEVICE_MAX_SEGMENT_SIZE)
-    encryptor = stream.Encryptor(dek, aead=aead)
-    digest = hashlib.sha256()
-    dst = out_dir / "reference.tmp"
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    writer = store.writer(os.urandom(32), DEVICE_AEAD)
     try:
-        for chunk in file_chunks(src):
-            plain = decryptor.update(chunk)
-            digest.update(plain)
-            os.write(fd, encryptor.update(plain))
-        plain = decryptor.finalize()
-        digest.update(plain)
-        os.write(fd, encryptor.update(plain))
-        os.write(fd, encryptor.finalize())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        import_stream(file_chunks(src), ke, writer, max_length=length)
+    except BaseException:
+        writer.abort()
+        raise
+    blob = writer.finish()
     elapsed = time.perf_counter() - started
-    dst.unlink()
+    store.delete(blob)
     return elapsed
 
 
@@ -372,16 +374,24 @@ def run(sizes_mib: list[int], aeads: list[str], rounds: int, work: Path) -> list
                     src, ke, sha = make_stream(work, size, aead)
                     imports: list[tuple[float, float, float]] = []
                     refs: list[float] = []
-                    for _ in range(rounds):
-                        refs.append(reference_import(src, ke, aead, work))
+                    for n in range(rounds):
+                        # Untimed sync(2) before each side: neither pays for the other's writeback or for the
+                        # discard of a deleted file (the disk may be mounted with `discard`). The two sides
+                        # take turns going first (the host's disk slows down unevenly over a run).
                         order = center.order(device_id, kem, ke=ke, sha256=sha, length=size, aead=aead)
-                        imports.append(timed_purchase(device, client, order, src))
+                        for side in ("ref", "import") if n % 2 == 0 else ("import", "ref"):
+                            os.sync()
+                            if side == "ref":
+                                refs.append(reference_import(src, ke, size, work))
+                            else:
+                                imports.append(timed_purchase(device, client, order, src))
                     src.unlink()
                     (best_import, client_cpu, server_cpu), best_ref = min(imports), min(refs)
                     row = {
                         "bench": "device_import",
                         "size_mib": size_mib,
                         "aead": aead,
+                        "device_aead": DEVICE_AEAD,
                         "import_s": round(best_import, 4),
                         "reference_s": round(best_ref, 4),
                         "import_mib_s": round(size_mib / best_import, 1),

@@ -177,6 +177,11 @@ class Segmenter:
             self._fill = len(mv)
             self._buffer()[: self._fill] = mv
 
+    @property
+    def pending(self) -> int:
+        """How many bytes are held back (0..size)."""
+        return len(self._borrowed) if self._borrowed is not None else self._fill
+
     def held(self) -> memoryview:
         """The held-back bytes (0..size): the final block once the input has ended."""
         if self._borrowed is not None:

@@ -203,6 +203,29 @@ class Encryptor:
         parts = list(self._seal(data))
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def update_into(self, data: BytesLike, out: bytearray | memoryview) -> int:
+        """Like `update`, but writes the output to the start of `out` (no bytes object per segment, no join);
+        returns its length. `out` needs room for `len(data) + segment_size + TAG_SIZE * (len(data) //
+        segment_size + 1) + HEADER_SIZE` bytes; ValueError (before any input is taken) if it is too small."""
+        self._check_open()
+        mv = memoryview(data).cast("B")
+        view = memoryview(out).cast("B")
+        size = self.header.segment_size
+        count = (self._segments.pending + len(mv) - 1) // size if mv else 0
+        head = len(self._header_bytes) if self._header_bytes is not None else 0
+        if len(view) < head + count * (size + TAG_SIZE):
+            raise ValueError("output buffer too small")
+        n = 0
+        if self._header_bytes is not None:
+            view[:head] = self._header_bytes
+            self._header_bytes = None
+            n = head
+        seal_into = self._cipher.seal_into
+        for block in self._segments.push(mv, borrow=type(data) is bytes):
+            n += seal_into(self._index, False, block, view[n:])
+            self._index += 1
+        return n
+
     def finalize(self) -> bytes:
         """The last segment (and the header if not yet sent); an empty plaintext gives one empty segment."""
         self._check_open()
@@ -246,6 +269,35 @@ class Decryptor:
         """Plaintext of every segment that authenticated and that more input follows (so is not the last)."""
         parts = list(self._open(data))
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def update_into(self, data: BytesLike, out: bytearray | memoryview) -> int:
+        """Like `update`, but writes the plaintext to the start of `out` (decrypted in place: no bytes object
+        per segment, no join); returns its length. `out` needs room for `len(data) + segment_size` bytes
+        (with s = `max_segment_size` before the header is known); ValueError (before any input is taken) if it
+        is too small."""
+        self._check_open()
+        mv = memoryview(data).cast("B")
+        view = memoryview(out).cast("B")
+        if self._segments is None:
+            if len(view) < len(mv) + self._max_segment_size:
+                raise ValueError("output buffer too small")
+            mv = self._take_header(mv)
+        if self._cipher is None or self._segments is None or self.header is None:
+            return 0
+        block_size = self.header.segment_size + TAG_SIZE
+        count = (self._segments.pending + len(mv) - 1) // block_size if mv else 0
+        if len(view) < count * self.header.segment_size:
+            raise ValueError("output buffer too small")
+        open_into = self._cipher.open_segment_into
+        n = 0
+        try:
+            for block in self._segments.push(mv, borrow=type(data) is bytes):
+                n += open_into(self._index, block, False, block_size, view[n:])
+                self._index += 1
+        except StreamError:
+            self._done = True
+            raise
+        return n
 
     def finalize(self) -> bytes:
         """The last segment's plaintext; else Truncated, TrailingData or AuthenticationFailed(segment=i)."""

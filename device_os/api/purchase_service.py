@@ -14,7 +14,9 @@ about `BATCH_BYTES` (lists, never joined: no copy) and hands them through a boun
 (`QUEUE_BATCHES` deep) to one worker thread running the blocking core work (decrypt -> SHA-256 -> re-encrypt
 under the DEK -> temp blob, fsync -> commit). Backpressure flows back to the socket: the loop stops reading
 while the queue is full.
-Memory per upload is bounded by (QUEUE_BATCHES + 2) x BATCH_BYTES plus one segment.
+The worker's content work is the core's `content.import_stream` (in-place decryption, one SHA-256,
+re-encryption into a reused buffer, ~1 MiB writes). Memory per upload is bounded by (QUEUE_BATCHES + 2) x
+BATCH_BYTES plus the core's ~4 MiB of staging buffers.
 
 A refused stream, a client that disconnects mid-upload, a body longer than the order's stream: the core aborts
 staging and deletes its temp blob, nothing is committed (no state change).

@@ -12,13 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 from device_os.core import fsio
 from device_os.core.aead import AeadName
 from device_os.core.faults import NO_FAULTS, FaultHook
+from device_os.errors import ContentMismatch
 from protocol import stream
 from protocol.errors import StreamError
 
@@ -29,6 +30,8 @@ MAX_SEGMENT_SIZE = stream.DEVICE_MAX_SEGMENT_SIZE
 DEFAULT_SEGMENT_SIZE = 65536
 _BLOB_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 _READ_CHUNK = 256 * 1024
+#: Plaintext gathered by `import_stream` before one hash update + encrypt pass + write(2).
+IMPORT_BATCH = 1024 * 1024
 
 
 class BlobWriter:
@@ -49,26 +52,44 @@ class BlobWriter:
         self._final = directory / (self.blob_id + BLOB_SUFFIX)
         self._faults = faults
         self._encryptor = None if key is None else stream.Encryptor(key, aead=aead, segment_size=segment_size)
+        self._segment_size = segment_size
+        self._buf = memoryview(bytearray(0))  # the ciphertext of one write(), reused
         self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._hash = hashlib.sha256()
+        self._hash = None if key is None else hashlib.sha256()
         self.length = 0
 
     @property
+    def raw(self) -> bool:
+        """True for a writer that stores bytes as given (no encryption, no hash)."""
+        return self._encryptor is None
+
+    @property
     def sha256(self) -> str:
-        """Hex SHA-256 of what was passed to `write()` so far."""
+        """Hex SHA-256 of what was passed to `write()` so far (an encrypting writer only: what it hashes is
+        plaintext; a raw writer's input is ciphertext, whose hash nobody needs)."""
+        if self._hash is None:
+            raise ValueError("a raw blob writer does not hash")
         return self._hash.hexdigest()
 
-    def _out(self, data: bytes) -> None:
+    def _out(self, data: bytes | memoryview) -> None:
         if self._fd is None:
             raise ValueError("blob writer is closed")
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
 
-    def write(self, data: bytes) -> None:
-        self._hash.update(data)
+    def write(self, data: bytes | memoryview) -> None:
+        """Hash `data`, encrypt it into a reused buffer, write that in one write(2); raw: write `data`."""
         self.length += len(data)
-        self._out(self._encryptor.update(data) if self._encryptor is not None else data)
+        if self._encryptor is None or self._hash is None:
+            self._out(data)
+            return
+        self._hash.update(data)
+        n, s = len(data), self._segment_size
+        need = stream.HEADER_SIZE + n + s + stream.TAG_SIZE * (n // s + 1)
+        if len(self._buf) < need:
+            self._buf = memoryview(bytearray(need))
+        self._out(self._buf[: self._encryptor.update_into(data, self._buf)])
 
     def finish(self) -> str:
         """Finalize, fsync, rename into place, fsync the directory; returns the blob id."""
@@ -104,6 +125,74 @@ class BlobWriter:
     ) -> None:
         if exc_type is not None:
             self.abort()
+
+
+class StreamImport:
+    """Flow 5.3's content work, pushed chunk by chunk: decrypt the center's stream under Ke, SHA-256 the
+    plaintext once and hand it to `writer` (which re-encrypts it under the DEK), or, for a raw writer, store
+    the stream as received.
+
+    `feed()` raises StreamError on any fault of the stream and ContentMismatch as soon as the plaintext
+    exceeds `max_length`; `finish()` checks the stream's end and returns (hex SHA-256, length) of the
+    plaintext. Segments are decrypted in place into one reused buffer and handed on in batches of about
+    `IMPORT_BATCH` bytes (one hash update, one encrypt pass, one write(2) each), so one `feed()` of a chunk of
+    n bytes does O(n + IMPORT_BATCH) work. The caller finishes or aborts `writer`.
+    """
+
+    def __init__(self, ke: bytes, writer: BlobWriter, *, max_length: int) -> None:
+        self._decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
+        self._writer = writer
+        self._raw = writer.raw
+        self._digest = hashlib.sha256()
+        self._max_length = max_length
+        self._buf = memoryview(bytearray(IMPORT_BATCH + 2 * MAX_SEGMENT_SIZE))
+        self._fill = 0
+        self.length = 0  # plaintext handed on so far
+
+    def _flush(self) -> None:
+        if self._fill:
+            plain = self._buf[: self._fill]
+            if self._raw:
+                self._digest.update(plain)
+            else:
+                self._writer.write(plain)
+            self.length += self._fill
+            self._fill = 0
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if self._raw:
+            self._writer.write(chunk)
+        header = self._decryptor.header
+        room = len(chunk) + (MAX_SEGMENT_SIZE if header is None else header.segment_size)
+        if len(self._buf) - self._fill < room:
+            self._flush()
+            if len(self._buf) < room:
+                self._buf = memoryview(bytearray(room))
+        self._fill += self._decryptor.update_into(chunk, self._buf[self._fill :])
+        if self.length + self._fill > self._max_length:
+            raise ContentMismatch("content is longer than the order says")
+        if self._fill >= IMPORT_BATCH:
+            self._flush()
+
+    def finish(self) -> tuple[str, int]:
+        self._flush()
+        tail = self._decryptor.finalize()
+        self.length += len(tail)
+        if self._raw:
+            self._digest.update(tail)
+            return self._digest.hexdigest(), self.length
+        self._writer.write(tail)
+        return self._writer.sha256, self.length
+
+
+def import_stream(
+    chunks: Iterable[bytes | memoryview], ke: bytes, writer: BlobWriter, *, max_length: int
+) -> tuple[str, int]:
+    """`StreamImport` over an iterable; returns (hex SHA-256, length) of the plaintext."""
+    work = StreamImport(ke, writer, max_length=max_length)
+    for chunk in chunks:
+        work.feed(chunk)
+    return work.finish()
 
 
 class ContentStore:
@@ -191,4 +280,4 @@ class ContentStore:
         return removed
 
 
-__all__ = ["BlobWriter", "ContentStore", "StreamError"]
+__all__ = ["IMPORT_BATCH", "BlobWriter", "ContentStore", "StreamError", "StreamImport", "import_stream"]

@@ -12,7 +12,6 @@ only after it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import threading
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from device_os.core import statedoc
 from device_os.core.aead import AeadName
 from device_os.core.body import EnrollmentRecord, LibraryEntry, OutboxEntry, SettledEntry, StateBody
-from device_os.core.content import MAX_SEGMENT_SIZE, ContentStore
+from device_os.core.content import MAX_SEGMENT_SIZE, ContentStore, import_stream
 from device_os.core.store import StateStore
 from device_os.errors import (
     AlreadyEnrolled,
@@ -348,37 +347,25 @@ class Wallet:
 
         `now`: decrypt with Ke while re-encrypting under the DEK. `deferred`: decrypt only to check the hash,
         keep the center's stream as received. Either way SHA-256 and length are checked against the order, and
-        a refused stream leaves no file behind.
+        a refused stream leaves no file behind. The content work is `content.import_stream` (the plaintext is
+        hashed once, by the writer in `now` mode).
         """
         ke = self._unwrap(order)
         content = self._s.content
         writer = content.writer(self._s.dek, self._s.aead) if mode == "now" else content.raw_writer()
         try:
-            decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
-            hasher = _Hasher()
-            for chunk in chunks:
-                plain = decryptor.update(chunk)
-                hasher.update(plain)
-                writer.write(plain if mode == "now" else chunk)
-                if hasher.length > order.content_length:
-                    raise ContentMismatch("content is longer than the order says")
-            plain = decryptor.finalize()
-            hasher.update(plain)
-            if mode == "now":
-                writer.write(plain)
+            sha256, length = import_stream(chunks, ke, writer, max_length=order.content_length)
         except StreamError as exc:
             writer.abort()
             raise CorruptContent(f"content stream: {type(exc).__name__}") from exc
         except BaseException:
             writer.abort()
             raise
-        if hasher.length != order.content_length or not hmac.compare_digest(
-            hasher.hexdigest(), order.content_sha256
-        ):
+        if length != order.content_length or not hmac.compare_digest(sha256, order.content_sha256):
             writer.abort()
             raise ContentMismatch("content does not match the order's hash or length")
         blob = writer.finish()
-        return StagedContent(order.order_id, blob, mode, hasher.hexdigest(), hasher.length)
+        return StagedContent(order.order_id, blob, mode, sha256, length)
 
     def commit_purchase(
         self, order_jws: str, staged: StagedContent, *, repurchase: bool = False
@@ -626,19 +613,6 @@ class Wallet:
             library = {k: v for k, v in body.library.items() if k != item_id}
             self._commit(lambda _c: body.model_copy(update={"library": library}))
         self._s.content.delete(entry.blob)
-
-
-class _Hasher:
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-        self.length = 0
-
-    def update(self, data: bytes) -> None:
-        self._h.update(data)
-        self.length += len(data)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
 
 
 @contextmanager
