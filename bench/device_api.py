@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,30 +27,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench._support import BenchCenter, latency_ms
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
-from protocol import jws
-from protocol.b64 import b64url_encode
-from protocol.keys import jwk_from_public_key
-from protocol.messages import Credit, Enrollment, Jwk, Keyset
-from protocol.money import Money
 from scripts.swtpm import Swtpm, copy_state, provision_template
 
 PIN = "246810"
-T0 = 1_800_000_000
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return {
-        "median": round(statistics.median(ordered) * 1000, 3),
-        "p99": round(p99 * 1000, 3),
-        "max": round(ordered[-1] * 1000, 3),
-    }
 
 
 def _time(fn: Callable[[int], httpx.Response], rounds: int, expect: int = 200) -> list[float]:
@@ -70,50 +53,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class _Center:
-    def __init__(self) -> None:
-        self.root = ec.generate_private_key(ec.SECP256R1())
-        self.signing = ec.generate_private_key(ec.SECP256R1())
-        payment = ec.generate_private_key(ec.SECP256R1())
-        self.keyset = jws.sign(
-            Keyset(
-                iss="center",
-                iat=T0,
-                version=1,
-                signing_jwk=Jwk.from_public_key(self.signing.public_key()),
-                payment_jwk=Jwk.from_public_key(payment.public_key()),
-            ),
-            jws.SoftwareSigner(self.root),
-        )
-
-    def enrollment(self, device_id: str) -> dict[str, object]:
-        token = jws.sign(
-            Enrollment(
-                iss="center",
-                iat=T0,
-                device_id=device_id,
-                keyset=self.keyset,
-                device_token_hash=b64url_encode(b"x" * 32),
-            ),
-            jws.SoftwareSigner(self.signing),
-        )
-        return {"enrollment": token, "root_jwk": jwk_from_public_key(self.root.public_key())}
-
-    def credit(self, device_id: str, n: int) -> str:
-        return jws.sign(
-            Credit(
-                iss="center",
-                iat=T0,
-                credit_id=f"bench{n}",
-                device_id=device_id,
-                kind="prepaid",
-                amount=Money(amount=1, currency="JPY"),
-                exp=T0 + 86400,
-            ),
-            jws.SoftwareSigner(self.signing),
-        )
 
 
 def _wait_ready(client: httpx.Client, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -163,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 client.post("/v1/setup", json={"pin": PIN}).raise_for_status()
                 token = client.post("/v1/unlock", json={"pin": PIN}).json()["token"]
                 auth = {"Authorization": f"Bearer {token}"}
-                center = _Center()
+                center = BenchCenter()
                 client.post(
                     "/v1/enrollment", json=center.enrollment(device_id), headers=auth
                 ).raise_for_status()
@@ -177,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                     "token"
                 ]  # the newest 8 stay valid
                 auth = {"Authorization": f"Bearer {token}"}
-                credits = [center.credit(device_id, i) for i in range(rounds)]
+                credits = [center.credit(device_id, 1) for _ in range(rounds)]
                 cases["credits"] = _time(
                     lambda i: client.post("/v1/credits", json={"credit": credits[i]}, headers=auth), rounds
                 )
@@ -194,7 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                 for case, values in cases.items():
                     print(
                         json.dumps(
-                            {"bench": "device_api", "case": case, "ms": _stats(values), "rounds": len(values)}
+                            {
+                                "bench": "device_api",
+                                "case": case,
+                                "ms": latency_ms(values),
+                                "rounds": len(values),
+                            }
                         )
                     )
                     sys.stdout.flush()

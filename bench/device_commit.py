@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,32 +26,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
+from bench._support import T0, BenchCenter, latency_ms
 from device_os.core import statedoc
 from device_os.core.body import LibraryEntry, StateBody
 from device_os.core.device import Device
 from device_os.core.store import StateStore
 from device_os.settings import DeviceSettings
-from protocol import hpke, jws, stream
+from protocol import hpke, stream
 from protocol.b64 import b64url_encode
 from protocol.keys import jwk_from_public_key, public_key_from_jwk
-from protocol.messages import Credit, Enrollment, Jwk, Keyset, Order
+from protocol.messages import Credit, Enrollment, Order
 from protocol.money import Money
 from scripts.swtpm import Swtpm, copy_state, provision_template
 
 PIN = "246810"
-T0 = 1_800_000_000
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
-    return {
-        "median": round(statistics.median(ordered) * 1000, 3),
-        "p99": round(p99 * 1000, 3),
-        "max": round(ordered[-1] * 1000, 3),
-    }
 
 
 def _time(fn: Callable[[int], object], rounds: int) -> list[float]:
@@ -76,26 +63,6 @@ class _NoCounter:
     def increment(self) -> int:
         self.value += 1
         return self.value
-
-
-class _Center:
-    def __init__(self) -> None:
-        self.root = ec.generate_private_key(ec.SECP256R1())
-        self.signing = ec.generate_private_key(ec.SECP256R1())
-        self.payment = ec.generate_private_key(ec.SECP256R1())
-        self.keyset = jws.sign(
-            Keyset(
-                iss="center",
-                iat=T0,
-                version=1,
-                signing_jwk=Jwk.from_public_key(self.signing.public_key()),
-                payment_jwk=Jwk.from_public_key(self.payment.public_key()),
-            ),
-            jws.SoftwareSigner(self.root),
-        )
-
-    def sign(self, payload: Any) -> str:
-        return jws.sign(payload, jws.SoftwareSigner(self.signing))
 
 
 def _body(device_id: str, entries: int) -> StateBody:
@@ -166,9 +133,11 @@ def _run(device: Device, root: Path, rounds: int, entries: int) -> list[dict[str
         reference += _time(lambda _i: ref.commit(build), 1)
         commits += _time(lambda _i: store.commit(build), 1)
     increments = _time(lambda _i: device.tpm.counter_increment(), rounds)
-    out.append({"case": "reference", "ms": _stats(reference), "rounds": rounds, "state_bytes": len(build(1))})
-    out.append({"case": "commit", "ms": _stats(commits), "rounds": rounds, "state_bytes": len(build(1))})
-    out.append({"case": "nv_increment", "ms": _stats(increments), "rounds": rounds})
+    out.append(
+        {"case": "reference", "ms": latency_ms(reference), "rounds": rounds, "state_bytes": len(build(1))}
+    )
+    out.append({"case": "commit", "ms": latency_ms(commits), "rounds": rounds, "state_bytes": len(build(1))})
+    out.append({"case": "nv_increment", "ms": latency_ms(increments), "rounds": rounds})
     # whole wallet operations: the commits above moved the shared NV counter under this device's state, so a
     # second device (a new data directory on the same TPM) is set up for them
     device.close()
@@ -184,7 +153,7 @@ def _wallet_ops(device: Device, rounds: int) -> list[dict[str, Any]]:
     device.provision()
     device.setup(PIN)
     device.unlock(PIN)
-    center = _Center()
+    center = BenchCenter()
     device_id = device.device_id
     wallet = device.wallet()
     enrollment = center.sign(
@@ -239,10 +208,10 @@ def _wallet_ops(device: Device, rounds: int) -> list[dict[str, Any]]:
     purchase_times = _time(lambda i: wallet.purchase(orders[i][0], [orders[i][1]]), rounds)
     per_purchase = (device.tpm.commands - before) / rounds
     return [
-        {"case": "credit", "ms": _stats(credit_times), "rounds": rounds},
+        {"case": "credit", "ms": latency_ms(credit_times), "rounds": rounds},
         {
             "case": "purchase",
-            "ms": _stats(purchase_times),
+            "ms": latency_ms(purchase_times),
             "rounds": rounds,
             "tpm_commands_each": per_purchase,
             "item_bytes": len(content),

@@ -39,21 +39,17 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench._support import BenchCenter
 from device_os.core.aead import resolve
 from device_os.core.content import ContentStore, import_stream
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
-from protocol import hpke, jws, stream
-from protocol.b64 import b64url_encode
-from protocol.keys import jwk_from_public_key, public_key_from_jwk
-from protocol.messages import Credit, Enrollment, Jwk, Keyset, Order
-from protocol.money import Money
+from protocol import stream
+from protocol.keys import public_key_from_jwk
 from scripts.swtpm import Swtpm, copy_state, provision_template
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = "246810"
-T0 = 1_800_000_000
-DAY = 86400
 MIB = 1024 * 1024
 READY_SECONDS = 60.0
 UPLOAD_CHUNK = 256 * 1024
@@ -178,86 +174,6 @@ def file_chunks(path: Path, size: int = UPLOAD_CHUNK) -> Iterator[bytes]:
     with path.open("rb") as fh:
         while chunk := fh.read(size):
             yield chunk
-
-
-class BenchCenter:
-    """The center's side, played with `protocol`: key set, enrollment, a credit, orders."""
-
-    def __init__(self) -> None:
-        self.root = ec.generate_private_key(ec.SECP256R1())
-        self.signing = ec.generate_private_key(ec.SECP256R1())
-        self.payment = ec.generate_private_key(ec.SECP256R1())
-        self.keyset = jws.sign(
-            Keyset(
-                iss="center",
-                iat=T0,
-                version=1,
-                signing_jwk=Jwk.from_public_key(self.signing.public_key()),
-                payment_jwk=Jwk.from_public_key(self.payment.public_key()),
-            ),
-            jws.SoftwareSigner(self.root),
-        )
-        self._n = 0
-
-    def _sign(self, payload: Any) -> str:
-        return jws.sign(payload, jws.SoftwareSigner(self.signing))
-
-    def enrollment(self, device_id: str) -> dict[str, Any]:
-        token = self._sign(
-            Enrollment(
-                iss="center",
-                iat=T0,
-                device_id=device_id,
-                keyset=self.keyset,
-                device_token_hash=b64url_encode(hashlib.sha256(b"bench").digest()),
-            )
-        )
-        return {"enrollment": token, "root_jwk": jwk_from_public_key(self.root.public_key())}
-
-    def credit(self, device_id: str, amount: int) -> str:
-        self._n += 1
-        return self._sign(
-            Credit(
-                iss="center",
-                iat=T0,
-                credit_id=f"bench-credit-{self._n}",
-                device_id=device_id,
-                kind="prepaid",
-                amount=Money(amount=amount, currency="JPY"),
-                exp=T0 + 300 * DAY,
-            )
-        )
-
-    def order(
-        self,
-        device_id: str,
-        kem: ec.EllipticCurvePublicKey,
-        *,
-        ke: bytes,
-        sha256: str,
-        length: int,
-        aead: str,
-        segment_size: int = stream.DEFAULT_SEGMENT_SIZE,
-        price: int = 1,
-    ) -> str:
-        self._n += 1
-        order_id = f"bench-order-{self._n}"
-        return self._sign(
-            Order(
-                iss="center",
-                iat=T0,
-                order_id=order_id,
-                item_id=f"bench-item-{self._n}",
-                device_id=device_id,
-                price=Money(amount=price, currency="JPY"),
-                content_sha256=sha256,
-                content_length=length,
-                aead=aead,
-                segment_size=segment_size,
-                wrapped_key=b64url_encode(hpke.seal(kem, ke, info=hpke.content_key_info(order_id))),
-                exp=T0 + DAY,
-            )
-        )
 
 
 def ready_device(device: DeviceProcess, center: BenchCenter, funds: int) -> ec.EllipticCurvePublicKey:

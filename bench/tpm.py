@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,16 +26,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bench._support import latency_ms
 from device_os.tpm import Tpm
 from scripts.swtpm import Swtpm, copy_state, provision_template
 
 PIN = b"135790"
-
-
-def _stats(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return {"median": round(statistics.median(ordered) * 1000, 4), "p90": round(p90 * 1000, 4)}
 
 
 def _time(fn: Callable[[], object], rounds: int) -> list[float]:
@@ -151,10 +145,15 @@ def run(rounds: int, primaries: int, emit: Callable[[dict[str, Any]], None]) -> 
 
         software = _software(rounds, base)
     for op in ("ecdh_zgen", "sign", "nv_increment", "nv_read", "load", "unseal", "certify", "create_primary"):
-        line: dict[str, Any] = {"bench": "tpm", "op": op, "n": len(tcti[op]), "tpm_ms": _stats(tcti[op])}
+        line: dict[str, Any] = {
+            "bench": "tpm",
+            "op": op,
+            "n": len(tcti[op]),
+            "tpm_ms": latency_ms(tcti[op], tail=90, digits=4),
+        }
         if op in adapter:
-            line["adapter_ms"] = _stats(adapter[op])
-        line["software_ms"] = _stats(software[op])
+            line["adapter_ms"] = latency_ms(adapter[op], tail=90, digits=4)
+        line["software_ms"] = latency_ms(software[op], tail=90, digits=4)
         if op == "create_primary":
             line["note"] = "adapter_ms = a whole provision() (SRK, AK, KEM, counter, DA)"
         elif op in ("unseal", "certify"):
@@ -166,7 +165,7 @@ def run(rounds: int, primaries: int, emit: Callable[[dict[str, Any]], None]) -> 
             "op": "purchase_hot_path",
             "n": rounds,
             "commands": hot_commands,
-            "adapter_ms": _stats(hot),
+            "adapter_ms": latency_ms(hot, tail=90, digits=4),
         }
     )
 
