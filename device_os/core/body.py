@@ -44,10 +44,14 @@ class OutboxEntry(_Frozen):
     debits: tuple[Debit, ...]
     payment: str  # base64url: HPKE(enrolled center payment key, payment JWS)
     payment_hash: str  # base64url SHA-256 of the payment JWS (what a receipt names)
+    order_exp: (
+        NumericDate  # the order's exp: once the time floor reaches it, the order can never verify again
+    )
 
 
 class SettledEntry(_Frozen):
-    """A payment the center acknowledged with a receipt (kept to answer `order-settled` and for audit)."""
+    """A payment the center acknowledged with a receipt, kept to answer `order-settled` while the order could
+    still verify; dropped once the time floor reaches the order's exp (the state stays bounded)."""
 
     order_id: OrderId
     item_id: ItemId
@@ -55,6 +59,7 @@ class SettledEntry(_Frozen):
     price: Money
     debits: tuple[Debit, ...]
     payment_hash: str
+    order_exp: NumericDate
 
 
 class LibraryEntry(_Frozen):

@@ -233,6 +233,12 @@ class Wallet:
         """Spent credit ids still needed: a credit whose exp is not after the floor can never verify again."""
         return {cid: exp for cid, exp in spent.items() if exp > floor}
 
+    @staticmethod
+    def _settled(settled: dict[str, SettledEntry], floor: int) -> dict[str, SettledEntry]:
+        """Settled orders still needed to answer `order-settled`: an order whose exp is not after the floor
+        can never verify again (it is refused as expired), so its entry goes, as spent credit ids do."""
+        return {oid: entry for oid, entry in settled.items() if entry.order_exp > floor}
+
     # -- enrollment ---------------------------------------------------------------------------------------
     def accept_enrollment(self, enrollment_jws: str, root_jwk: dict[str, str]) -> EnrollmentRecord:
         """Accept a `coffer-enrollment` whose key set is signed by the pinned root (first use pins it)."""
@@ -302,7 +308,12 @@ class Wallet:
             purses = self._live(purses, floor)
             counter = self._commit(
                 lambda _c: body.model_copy(
-                    update={"purses": purses, "spent_credits": spent, "time_floor": floor}
+                    update={
+                        "purses": purses,
+                        "spent_credits": spent,
+                        "settled": self._settled(body.settled, floor),
+                        "time_floor": floor,
+                    }
                 )
             )
             return CreditAnswer(credit_id=credit.credit_id, kind=credit.kind, counter=counter)
@@ -435,11 +446,13 @@ class Wallet:
                         debits=lines,
                         payment=b64url_encode(sealed),
                         payment_hash=message_hash(payment_jws),
+                        order_exp=order.exp,
                     )
                     return body.model_copy(
                         update={
                             "purses": purses,
                             "spent_credits": self._spent(body.spent_credits, floor),
+                            "settled": self._settled(body.settled, floor),
                             "outbox": {**body.outbox, order.order_id: out},
                             "library": {**body.library, order.item_id: entry},
                             "time_floor": floor,
@@ -494,12 +507,13 @@ class Wallet:
                 price=entry.price,
                 debits=entry.debits,
                 payment_hash=entry.payment_hash,
+                order_exp=entry.order_exp,
             )
             self._commit(
                 lambda _c: body.model_copy(
                     update={
                         "outbox": outbox,
-                        "settled": {**body.settled, entry.order_id: done},
+                        "settled": self._settled({**body.settled, entry.order_id: done}, floor),
                         "spent_credits": self._spent(body.spent_credits, floor),
                         "time_floor": floor,
                     }

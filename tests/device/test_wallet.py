@@ -238,6 +238,30 @@ def test_receipt_clears_outbox(dev: SoftDevice, center: TestCenter) -> None:
         dev.wallet.apply_receipt(center.receipt_for(dev.device_id, "nope", "A" * 43))
 
 
+def test_settled_orders_are_dropped_once_they_expire(dev: SoftDevice, center: TestCenter) -> None:
+    """The state stays bounded: a settled order is kept while it could still verify (exp > time floor)."""
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, a = buy(dev, center, "book", 100)
+    _, b = buy(dev, center, "pen", 100, exp=T0 + 30 * DAY)
+    dev.wallet.apply_receipt(center.receipt(dev.device_id, a.order_id, a.payment))
+    dev.wallet.apply_receipt(center.receipt(dev.device_id, b.order_id, b.payment))
+    settled = dev.wallet.body.settled
+    assert set(settled) == {a.order_id, b.order_id}
+    exp = settled[a.order_id].order_exp
+    assert exp < settled[b.order_id].order_exp
+    # A later center message raises the time floor to the first order's exp: its entry goes, the other stays.
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=5, iat=exp))
+    body = dev.wallet.body
+    assert body.time_floor == exp
+    assert set(body.settled) == {b.order_id}
+    # The dropped order posted again is refused as expired, and nothing is debited.
+    counter, purses = dev.counter.value, body.purses
+    with pytest.raises(MessageExpired):
+        dev.wallet.purchase(order, [b""])
+    assert dev.counter.value == counter
+    assert dev.wallet.body.purses == purses
+
+
 def test_statement(dev: SoftDevice, center: TestCenter) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     _, a = buy(dev, center, "book", 100)
