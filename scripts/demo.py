@@ -29,6 +29,9 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from scripts.swtpm import SwtpmError
+from scripts.usblink import LinkError
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / ".demo"
 console = Console(highlight=False, soft_wrap=True)
@@ -156,29 +159,9 @@ def stage_board() -> None:
         f"in network namespace {link.namespace}; TPM: swtpm at {tpm.tcti}"
     )
     data = DEMO_DIR / "board-data"
-    provision = link.run(
-        [sys.executable, "-m", "device_os", "provision", "--data", str(data), "--tcti", tpm.tcti]
-    )
-    if provision.returncode != 0:
-        raise SystemExit(f"demo: device_os provision failed: {provision.stderr.strip()}")
     listen = f"{link.board_address}:8470"
     log = (DEMO_DIR / "device.log").open("wb")
-    service = link.popen(
-        [
-            sys.executable,
-            "-m",
-            "device_os",
-            "serve",
-            "--data",
-            str(data),
-            "--tcti",
-            tpm.tcti,
-            "--listen",
-            listen,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    service = link.start_device(data, tpm.tcti, 8470, stdout=log, stderr=subprocess.STDOUT)
     PROCESSES.append(service)
     base = f"http://{listen}"
     _wait_http(f"{base}/v1/health", service)
@@ -248,7 +231,10 @@ def main() -> int:
         for number, (name, title, run) in enumerate(STAGES, 1):
             console.rule(f"[bold]{number}. {title}[/] ({name})")
             started = time.perf_counter()
-            run()
+            try:
+                run()
+            except (LinkError, SwtpmError) as exc:
+                raise SystemExit(f"demo: {name}: {exc}") from exc
             console.print(f"  [dim]{name}: {time.perf_counter() - started:.2f} s[/]")
         console.rule("[bold green]demo finished")
         if os.environ.get("COFFER_DEMO_SERVE") == "1" and PROCESSES:

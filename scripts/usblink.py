@@ -15,8 +15,10 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 BOARD_INTERFACE = "usb0"
@@ -89,6 +91,17 @@ class SimulatedLink:
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(argv), capture_output=True, text=True, check=False, **kwargs)
+
+    def start_device(self, data_dir: Path, tcti: str, port: int, **popen: Any) -> subprocess.Popen[bytes]:
+        """First boot on the board's side: `device_os provision`, then `device_os serve` bound to usb0's
+        address only. Raises LinkError if provisioning fails; `popen` goes to the service's Popen."""
+        provision = self.run(
+            [sys.executable, "-m", "device_os", "provision", "--data", str(data_dir), "--tcti", tcti]
+        )
+        if provision.returncode != 0:
+            raise LinkError(f"device_os provision failed: {provision.stderr.strip()}")
+        serve = ["serve", "--data", str(data_dir), "--tcti", tcti, "--listen", f"{self.board_address}:{port}"]
+        return self.popen([sys.executable, "-m", "device_os", *serve], **popen)
 
     def destroy(self) -> None:
         """Remove the namespace (its end of the veth pair goes with it, and so does the host end)."""

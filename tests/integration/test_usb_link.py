@@ -44,27 +44,8 @@ def test_device_service_is_reachable_over_usb0_only(
 ) -> None:
     tpm = swtpm_factory(transport="unix")
     data = tmp_path / "board"
-    provision = link.run(
-        [sys.executable, "-m", "device_os", "provision", "--data", str(data), "--tcti", tpm.tcti]
-    )
-    assert provision.returncode == 0, provision.stderr
     listen = f"{link.board_address}:{PORT}"
-    service = link.popen(
-        [
-            sys.executable,
-            "-m",
-            "device_os",
-            "serve",
-            "--data",
-            str(data),
-            "--tcti",
-            tpm.tcti,
-            "--listen",
-            listen,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    service = link.start_device(data, tpm.tcti, PORT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         base = f"http://{listen}"
         deadline = time.monotonic() + 30
