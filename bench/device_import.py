@@ -255,7 +255,12 @@ def timed_purchase(
         "/v1/purchases",
         params={"mode": mode},
         content=file_chunks(src),
-        headers={**device.auth(), "Coffer-Order": order, "Content-Type": "application/octet-stream"},
+        headers={
+            **device.auth(),
+            "Coffer-Order": order,
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(src.stat().st_size),
+        },
     )
     elapsed = time.perf_counter() - started
     if r.status_code != 200:

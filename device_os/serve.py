@@ -103,6 +103,8 @@ def build_server(
         host=host,
         port=port,
         lifespan="on",
+        loop="uvloop",  # C receive path: the loop holds the GIL less while the import worker runs
+        http="httptools",
         log_config=None,  # our logging; uvicorn's loggers propagate to it
         server_header=False,
         proxy_headers=False,  # nothing sits in front of the device

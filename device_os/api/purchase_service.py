@@ -10,10 +10,10 @@ then the 42-byte stream header is read and must match the order (AEAD, segment s
 the core unwrap Ke (TPM2_ECDH_ZGen) and stage the content; one commit ends it.
 
 The body never sits whole in memory: the event loop reads `request.stream()`, gathers chunks into batches of
-about `BATCH_BYTES` (lists, never joined: no copy) and hands them through a bounded anyio memory stream
-(`QUEUE_BATCHES` deep) to one worker thread running the blocking core work (decrypt -> SHA-256 -> re-encrypt
-under the DEK -> temp blob, fsync -> commit). Backpressure flows back to the socket: the loop stops reading
-while the queue is full.
+about `BATCH_BYTES` (lists, never joined: no copy) and hands them through a bounded `Handoff`
+(`QUEUE_BATCHES` deep; the worker takes a batch without a round trip through the loop) to one worker thread
+running the blocking core work (decrypt -> SHA-256 -> re-encrypt under the DEK -> temp blob, fsync ->
+commit). Backpressure flows back to the socket: the loop stops reading while the queue is full.
 The worker's content work is the core's `content.import_stream` (in-place decryption, one SHA-256,
 re-encryption into a reused buffer, ~1 MiB writes). Memory per upload is bounded by (QUEUE_BATCHES + 2) x
 BATCH_BYTES plus the core's ~4 MiB of staging buffers.
@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.requests import ClientDisconnect, Request
 
 from device_os.api.errors import ApiError
+from device_os.api.handoff import Handoff, HandoffClosed
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import PurchaseAnswer, Wallet
 from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage
@@ -64,15 +62,6 @@ class UploadAborted(ApiError):
     """The client stopped sending before the stream ended (a disconnect): nothing was committed."""
 
     slug = "bad-request"
-
-
-@dataclass(frozen=True)
-class _End:
-    """The body ended normally."""
-
-
-_END = _End()
-_Item = list[bytes] | _End | BaseException  # a batch: the chunks as received, not joined (no copy)
 
 
 def order_id_of(order_jws: str) -> str:
@@ -128,51 +117,50 @@ async def _read_head(body: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
     return bytes(head[: stream.HEADER_SIZE]), bytes(head[stream.HEADER_SIZE :])
 
 
-async def _feed(
-    body: AsyncIterator[bytes], first: bytes, limit: int, send: MemoryObjectSendStream[_Item]
-) -> None:
-    """Socket -> batches -> the worker. Never raises: every outcome becomes the item the worker sees last."""
-    async with send:
+async def _feed(body: AsyncIterator[bytes], first: bytes, limit: int, pipe: Handoff[list[bytes]]) -> None:
+    """Socket -> batches -> the worker. Never raises: every outcome becomes the item the worker sees last
+    (a cancellation too: the worker must not wait for a batch that will never come)."""
+    outcome: BaseException | None = UploadAborted("the upload ended before the content stream did")
+    try:
+        batch: list[bytes] = [first] if first else []
+        size = total = len(first)
         try:
-            batch: list[bytes] = [first] if first else []
-            size = total = len(first)
-            try:
-                async for chunk in body:
-                    total += len(chunk)
-                    if total > limit:
-                        await send.send(ContentMismatch(_LONGER))
-                        return
-                    batch.append(chunk)
-                    size += len(chunk)
-                    if size >= BATCH_BYTES:
-                        await send.send(batch)
-                        batch, size = [], 0
-            except ClientDisconnect:
-                await send.send(UploadAborted("the upload ended before the content stream did"))
-                return
-            except Exception as exc:  # e.g. the gate's body limit (413): the worker raises it, aborting
-                await send.send(exc)
-                return
-            if batch:
-                await send.send(batch)
-            await send.send(_END)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            async for chunk in body:
+                total += len(chunk)
+                if total > limit:
+                    outcome = ContentMismatch(_LONGER)
+                    return
+                batch.append(chunk)
+                size += len(chunk)
+                if size >= BATCH_BYTES:
+                    await pipe.put(batch)
+                    batch, size = [], 0
+        except ClientDisconnect:
+            return
+        except HandoffClosed:
+            outcome = None
             return  # the worker stopped reading (it refused the stream): nothing more to hand over
+        except Exception as exc:  # e.g. the gate's body limit (413): the worker raises it, aborting
+            outcome = exc
+            return
+        try:
+            if batch:
+                await pipe.put(batch)
+        except HandoffClosed:
+            outcome = None
+            return
+        outcome = None
+        pipe.end()
+    finally:
+        if outcome is not None:
+            pipe.fail(outcome)
 
 
-def _chunks(receive: MemoryObjectReceiveStream[_Item], head: bytes) -> Iterator[bytes]:
+def _chunks(pipe: Handoff[list[bytes]], head: bytes) -> Iterator[bytes]:
     """The worker's view of the body: the header, then each batch; raises what the feeder reported."""
     yield head
-    while True:
-        try:
-            item = anyio.from_thread.run(receive.receive)
-        except anyio.EndOfStream:  # the feeder was cancelled (server shutdown) without finishing
-            raise UploadAborted("the upload ended before the content stream did") from None
-        if isinstance(item, _End):
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield from item
+    while (batch := pipe.get()) is not None:
+        yield from batch
 
 
 def _stage_and_commit(
@@ -207,17 +195,17 @@ async def import_purchase(
     limit = stream.ciphertext_length(order.content_length, order.segment_size) - stream.HEADER_SIZE
     if len(rest) > limit:
         raise ContentMismatch(_LONGER)
-    send, receive = anyio.create_memory_object_stream[_Item](QUEUE_BATCHES)
+    pipe = Handoff[list[bytes]](QUEUE_BATCHES)
 
     def work() -> PurchaseAnswer:
         try:
-            return _stage_and_commit(wallet, order, order_jws, _chunks(receive, head), mode, repurchase)
+            return _stage_and_commit(wallet, order, order_jws, _chunks(pipe, head), mode, repurchase)
         finally:
-            anyio.from_thread.run_sync(receive.close)
+            pipe.close()
 
     outcome: PurchaseAnswer | BaseException | None = None
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_feed, body, rest, limit, send)
+        tasks.start_soon(_feed, body, rest, limit, pipe)
         try:
             outcome = await anyio.to_thread.run_sync(work)
         except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup wrapping)

@@ -2,9 +2,13 @@
 
 Each blob is `content/<32 hex>.cfs`: content stream v1 under K = DEK with a fresh salt per item (or, for
 a deferred item, the center's stream under Ke as received). A blob is written to `<id>.tmp`, fsynced, renamed
-into place and the directory fsynced *before* the commit that references it; blobs no commit references (a
-crash between the two, a refused purchase) are deleted at the first unlock. Plaintext never reaches the disk:
-the temp file only ever receives ciphertext.
+into place and the directory fsynced *before* the commit that references it becomes durable (the TPM
+NV_Increment); blobs no commit references (a crash between the two, a refused purchase) are deleted at the
+first unlock. Plaintext never reaches the disk: the temp file only ever receives ciphertext.
+
+A purchase makes its blob durable in the background (`BlobWriter.finish_in_background()` -> `PendingBlob`)
+while the commit is prepared (payment signed in the TPM, state written and fsynced) and waits for it just
+before the NV_Increment: the flush of a large item and the TPM's work overlap instead of adding up.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -111,6 +116,10 @@ class BlobWriter:
         self._faults("content-after-rename")
         return self.blob_id
 
+    def finish_in_background(self) -> PendingBlob:
+        """`finish()` in a thread of its own; `PendingBlob.wait()` returns the blob id once durable."""
+        return PendingBlob(self)
+
     def abort(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -125,6 +134,35 @@ class BlobWriter:
     ) -> None:
         if exc_type is not None:
             self.abort()
+
+
+class PendingBlob:
+    """A blob being made durable (`BlobWriter.finish()`: fsync, rename, directory fsync) in a background
+    thread. `wait()` returns the blob id or raises what `finish()` raised (which has then removed the temp
+    file); `settle()` waits and swallows the outcome, for error paths that delete the blob afterwards (so a
+    late rename can never bring a deleted blob back)."""
+
+    def __init__(self, writer: BlobWriter) -> None:
+        self.blob_id = writer.blob_id
+        self._writer = writer
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="blob-sync", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._writer.finish()
+        except BaseException as exc:  # handed to wait(): the caller decides
+            self._error = exc
+
+    def wait(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.blob_id
+
+    def settle(self) -> None:
+        self._thread.join()
 
 
 class StreamImport:
@@ -280,4 +318,12 @@ class ContentStore:
         return removed
 
 
-__all__ = ["IMPORT_BATCH", "BlobWriter", "ContentStore", "StreamError", "StreamImport", "import_stream"]
+__all__ = [
+    "IMPORT_BATCH",
+    "BlobWriter",
+    "ContentStore",
+    "PendingBlob",
+    "StreamError",
+    "StreamImport",
+    "import_stream",
+]

@@ -124,11 +124,20 @@ class StateStore:
             return self.state_path.read_bytes()
 
     # -- commit -------------------------------------------------------------------------------------------
-    def commit(self, build: Callable[[int], bytes], *, first: bool = False) -> int:
+    def commit(
+        self,
+        build: Callable[[int], bytes],
+        *,
+        first: bool = False,
+        before_increment: Callable[[], object] | None = None,
+    ) -> int:
         """Commit the document `build(c + 1)` returns; returns c + 1 once durable.
 
         `build` runs under the lock and may raise to refuse (nothing is written then). `first=True` allows the
         very first commit of a device (setup), when no `state` exists yet and the TPM counter is c.
+        `before_increment` runs once `state.next` is durable and before the NV_Increment (the commit point):
+        what the new state references must be durable by then (a purchase waits there for its blob). If it
+        raises, `state.next` is removed and nothing is committed.
         """
         with self.lock:
             if self._broken is not None:
@@ -154,6 +163,8 @@ class StateStore:
                 finally:
                     os.close(fd)
                 fsio.fsync_dir(self.directory)
+                if before_increment is not None:
+                    before_increment()
             except BaseException:
                 fsio.remove_file(self.next_path)
                 raise

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from device_os.core import statedoc
 from device_os.core.aead import AeadName
 from device_os.core.body import EnrollmentRecord, LibraryEntry, OutboxEntry, SettledEntry, StateBody
-from device_os.core.content import MAX_SEGMENT_SIZE, ContentStore, import_stream
+from device_os.core.content import MAX_SEGMENT_SIZE, ContentStore, PendingBlob, import_stream
 from device_os.core.store import StateStore
 from device_os.errors import (
     AlreadyEnrolled,
@@ -105,13 +105,25 @@ class WalletView(BaseModel):
 
 @dataclass
 class StagedContent:
-    """A blob written by the content store for one order, not yet referenced by any commit."""
+    """A blob written by the content store for one order, not yet referenced by any commit. `pending`: its
+    fsync/rename still running in the background (`wait_durable()` before the commit point)."""
 
     order_id: str
     blob: str
     mode: PurchaseMode
     sha256: str
     length: int
+    pending: PendingBlob | None = None
+
+    def wait_durable(self) -> None:
+        """Return once the blob is durable; raise (the blob is gone then) if it could not be made so."""
+        if self.pending is not None:
+            self.pending.wait()
+
+    def settle(self) -> None:
+        """Wait for the background work to end, whatever its outcome (before deleting the blob)."""
+        if self.pending is not None:
+            self.pending.settle()
 
 
 @dataclass
@@ -162,8 +174,11 @@ class Wallet:
         return list(self._body.library.values())
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _commit(self, build_body: Callable[[int], StateBody]) -> int:
-        """One commit: `build_body(new_counter)` (under the lock) returns the new body or raises."""
+    def _commit(
+        self, build_body: Callable[[int], StateBody], before_increment: Callable[[], object] | None = None
+    ) -> int:
+        """One commit: `build_body(new_counter)` (under the lock) returns the new body or raises;
+        `before_increment` as in `StateStore.commit`."""
         new_body: list[StateBody] = []
 
         def build(counter: int) -> bytes:
@@ -179,7 +194,7 @@ class Wallet:
             with _tpm_calls():
                 return build(counter)
 
-        counter = self._s.store.commit(guarded)
+        counter = self._s.store.commit(guarded, before_increment=before_increment)
         self._body = new_body[0]
         return counter
 
@@ -375,8 +390,8 @@ class Wallet:
         if length != order.content_length or not hmac.compare_digest(sha256, order.content_sha256):
             writer.abort()
             raise ContentMismatch("content does not match the order's hash or length")
-        blob = writer.finish()
-        return StagedContent(order.order_id, blob, mode, sha256, length)
+        pending = writer.finish_in_background()  # overlaps the commit's preparation; waited for before it
+        return StagedContent(order.order_id, pending.blob_id, mode, sha256, length, pending)
 
     def commit_purchase(
         self, order_jws: str, staged: StagedContent, *, repurchase: bool = False
@@ -390,6 +405,7 @@ class Wallet:
             with self.lock:
                 answer = self.stored_answer(_unverified_member(order_jws, "order_id"))
                 if answer is not None:
+                    staged.settle()
                     content.delete(staged.blob)
                     return answer
                 signing_key, payment_key = self._center_keys()
@@ -459,11 +475,13 @@ class Wallet:
                         }
                     )
 
-                self._commit(build)
+                self._commit(build, before_increment=staged.wait_durable)
                 committed = self._body.outbox[order.order_id]
         except (Unavailable, Tampered):
+            staged.settle()
             raise  # the commit may have happened: the blob stays; the first unlock collects it if orphaned
         except BaseException:
+            staged.settle()
             if staged.blob not in {e.blob for e in self._body.library.values()}:
                 content.delete(staged.blob)
             raise

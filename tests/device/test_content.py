@@ -72,3 +72,25 @@ def test_exception_in_with_aborts(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         fail()
     assert store.listing() == []
+
+
+def test_finish_in_background(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content")
+    w = store.writer(DEK, "aes-256-gcm")
+    w.write(MARKER * 100)
+    pending = w.finish_in_background()
+    assert pending.wait() == pending.blob_id == w.blob_id
+    assert store.listing() == [pending.blob_id + ".cfs"]
+    assert b"".join(store.read(pending.blob_id, DEK)) == MARKER * 100
+
+
+def test_finish_in_background_failure_removes_the_temp_file(tmp_path: Path) -> None:
+    store = ContentStore(tmp_path / "content")
+    w = store.writer(DEK, "aes-256-gcm")
+    w.write(MARKER)
+    w.abort()  # a writer that can no longer finish: the background finish raises
+    pending = w.finish_in_background()
+    with pytest.raises(ValueError, match="closed"):
+        pending.wait()
+    pending.settle()  # settling an ended failure does not raise
+    assert store.listing() == []

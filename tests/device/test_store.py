@@ -57,6 +57,35 @@ def test_refusal_in_build_writes_nothing(tmp_path: Path) -> None:
     assert not store.next_path.exists()
 
 
+def test_before_increment_runs_after_next_is_durable(tmp_path: Path) -> None:
+    store, counter = fresh(tmp_path)
+    seen: list[tuple[int, bool, int]] = []
+
+    def check() -> None:  # what a purchase's wait for its blob sees: state.next complete, counter unmoved
+        seen.append(
+            (statedoc.parse_header(store.next_path.read_bytes()), store.state_path.exists(), counter.value)
+        )
+
+    assert store.commit(lambda c: doc(c, b"two"), before_increment=check) == 7
+    assert seen == [(7, True, 6)]
+    assert counter.value == 7
+
+
+def test_before_increment_failure_commits_nothing(tmp_path: Path) -> None:
+    store, counter = fresh(tmp_path)
+    before = store.read()
+
+    def blob_lost() -> None:
+        raise OSError("fsync of the blob failed")
+
+    with pytest.raises(OSError, match="blob"):
+        store.commit(lambda c: doc(c, b"two"), before_increment=blob_lost)
+    assert store.read() == before
+    assert counter.value == 6
+    assert not store.next_path.exists()
+    assert store.commit(lambda c: doc(c, b"two")) == 7  # the store is not broken by it
+
+
 def test_first_commit_only_once(tmp_path: Path) -> None:
     store, _ = fresh(tmp_path)
     with pytest.raises(Tampered):
