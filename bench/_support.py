@@ -33,6 +33,7 @@ class BenchCenter:
     """The center's side, played with `protocol`: key set, enrollment, a credit, orders."""
 
     def __init__(self) -> None:
+        self.last_item_id = ""  # the item of the latest order()
         self.root = ec.generate_private_key(ec.SECP256R1())
         self.signing = ec.generate_private_key(ec.SECP256R1())
         self.payment = ec.generate_private_key(ec.SECP256R1())
@@ -91,12 +92,13 @@ class BenchCenter:
     ) -> str:
         self._n += 1
         order_id = f"bench-order-{self._n}"
+        self.last_item_id = f"bench-item-{self._n}"
         return self.sign(
             Order(
                 iss="center",
                 iat=T0,
                 order_id=order_id,
-                item_id=f"bench-item-{self._n}",
+                item_id=self.last_item_id,
                 device_id=device_id,
                 price=Money(amount=price, currency="JPY"),
                 content_sha256=sha256,

@@ -3,7 +3,8 @@
     python -m bench.device_import [--sizes 1,64,512] [--aeads aes-256-gcm,chacha20-poly1305] [--rounds N]
 
 The device is the real `device_os serve` process on a swtpm, on a loopback port; the client uploads a content
-stream v1 file from disk with httpx (streamed, never whole in memory). The reference does the same work in
+stream v1 file from disk with httpx (streamed, never whole in memory, with `Content-Length` as the terminal
+sends it: the order fixes the stream's length). The reference does the same work in
 this process with no HTTP and no TPM, with the device core's own code (`content.import_stream` into a
 `ContentStore` blob): stream decrypt + SHA-256 + re-encrypt under a DEK with the device's AEAD + file write +
 fsync + rename + directory fsync, reading the same file. Each case is run `rounds` times (best kept, after
@@ -53,6 +54,9 @@ PIN = "246810"
 MIB = 1024 * 1024
 READY_SECONDS = 60.0
 UPLOAD_CHUNK = 256 * 1024
+#: Rounds per case at most: each purchase leaves an outbox entry, and the state document (rewritten whole by
+#: every commit) should stay about the same size through a run.
+MAX_ROUNDS = 12
 #: The AEAD the device stores content under (provisioned with the default "auto": AES-256-GCM where the CPU
 #: has AES). Whatever the order's AEAD, the device re-encrypts under this one, and so does the reference.
 DEVICE_AEAD = resolve(DeviceSettings.model_fields["aead"].default)
@@ -268,7 +272,9 @@ def timed_purchase(
     return elapsed, time.process_time() - client_cpu, device.cpu_seconds() - server_cpu
 
 
-def run(sizes_mib: list[int], aeads: list[str], rounds: int, work: Path) -> list[dict[str, Any]]:
+def run(
+    sizes_mib: list[int], aeads: list[str], rounds: int, work: Path, min_seconds: float = 0.0
+) -> list[dict[str, Any]]:
     template = provision_template(work / "template")
     tpm = Swtpm(copy_state(template, work / "tpm"))
     tpm.start()
@@ -295,17 +301,26 @@ def run(sizes_mib: list[int], aeads: list[str], rounds: int, work: Path) -> list
                     src, ke, sha = make_stream(work, size, aead)
                     imports: list[tuple[float, float, float]] = []
                     refs: list[float] = []
-                    for n in range(rounds):
+                    started = time.monotonic()
+                    n = 0
+                    while n < rounds or (time.monotonic() - started < min_seconds and n < MAX_ROUNDS):
                         # Untimed sync(2) before each side: neither pays for the other's writeback or for the
                         # discard of a deleted file (the disk may be mounted with `discard`). The two sides
-                        # take turns going first (the host's disk slows down unevenly over a run).
+                        # take turns going first (the host's disk slows down unevenly over a run). Small
+                        # cases get more rounds (`min_seconds`): a few seconds of a busy neighbour on this
+                        # shared host would otherwise decide them.
+                        n += 1
                         order = center.order(device_id, kem, ke=ke, sha256=sha, length=size, aead=aead)
-                        for side in ("ref", "import") if n % 2 == 0 else ("import", "ref"):
+                        for side in ("ref", "import") if n % 2 else ("import", "ref"):
                             os.sync()
                             if side == "ref":
                                 refs.append(reference_import(src, ke, size, work))
                             else:
                                 imports.append(timed_purchase(device, client, order, src))
+                                # untimed: drop the item so blobs do not pile up on the disk being measured
+                                r = client.delete(f"/v1/library/{center.last_item_id}", headers=device.auth())
+                                if r.status_code != 204:
+                                    raise RuntimeError(f"delete: {r.status_code} {r.text}")
                     src.unlink()
                     (best_import, client_cpu, server_cpu), best_ref = min(imports), min(refs)
                     row = {
@@ -320,7 +335,7 @@ def run(sizes_mib: list[int], aeads: list[str], rounds: int, work: Path) -> list
                         "ratio": round(best_ref / best_import, 3),
                         "client_cpu_s": round(client_cpu, 3),
                         "service_cpu_s": round(server_cpu, 3),
-                        "rounds": rounds,
+                        "rounds": n,
                     }
                     if size_mib <= 1:
                         row["import_minus_fixed_s"] = round(best_import - fixed_s, 4)
@@ -344,17 +359,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.device_import", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,64,512", help="item sizes in MiB, comma-separated")
     parser.add_argument("--aeads", default="aes-256-gcm,chacha20-poly1305")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per case, at least")
+    parser.add_argument(
+        "--min-seconds", type=float, default=4.0, help="more rounds until a case has run this long"
+    )
     parser.add_argument("--work", type=Path, help="directory for the TPM, data and streams (default: temp)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     aeads = [a for a in args.aeads.split(",") if a]
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
-        run(sizes, aeads, args.rounds, args.work)
+        run(sizes, aeads, args.rounds, args.work, args.min_seconds)
     else:
         with tempfile.TemporaryDirectory(prefix="coffer-bench-import-") as tmp:
-            run(sizes, aeads, args.rounds, Path(tmp))
+            run(sizes, aeads, args.rounds, Path(tmp), args.min_seconds)
     return 0
 
 
