@@ -118,39 +118,32 @@ async def _read_head(body: AsyncIterator[bytes]) -> tuple[bytes, bytes]:
 
 
 async def _feed(body: AsyncIterator[bytes], first: bytes, limit: int, pipe: Handoff[list[bytes]]) -> None:
-    """Socket -> batches -> the worker. Never raises: every outcome becomes the item the worker sees last
-    (a cancellation too: the worker must not wait for a batch that will never come)."""
+    """Socket -> batches -> the worker. Never raises: every way of stopping early (a disconnect, a body too
+    long, the gate's 413, a cancellation) becomes the error the worker raises after the batches before it."""
     outcome: BaseException | None = UploadAborted("the upload ended before the content stream did")
     try:
         batch: list[bytes] = [first] if first else []
         size = total = len(first)
-        try:
-            async for chunk in body:
-                total += len(chunk)
-                if total > limit:
-                    outcome = ContentMismatch(_LONGER)
-                    return
-                batch.append(chunk)
-                size += len(chunk)
-                if size >= BATCH_BYTES:
-                    await pipe.put(batch)
-                    batch, size = [], 0
-        except ClientDisconnect:
-            return
-        except HandoffClosed:
-            outcome = None
-            return  # the worker stopped reading (it refused the stream): nothing more to hand over
-        except Exception as exc:  # e.g. the gate's body limit (413): the worker raises it, aborting
-            outcome = exc
-            return
-        try:
-            if batch:
+        async for chunk in body:
+            total += len(chunk)
+            if total > limit:
+                outcome = ContentMismatch(_LONGER)
+                return
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= BATCH_BYTES:
                 await pipe.put(batch)
-        except HandoffClosed:
-            outcome = None
-            return
+                batch, size = [], 0
+        if batch:
+            await pipe.put(batch)
         outcome = None
         pipe.end()
+    except ClientDisconnect:
+        pass  # the default outcome
+    except HandoffClosed:
+        outcome = None  # the worker stopped reading (it refused the stream): nobody to tell
+    except Exception as exc:  # e.g. the gate's body limit (413): the worker raises it, aborting
+        outcome = exc
     finally:
         if outcome is not None:
             pipe.fail(outcome)
@@ -173,7 +166,7 @@ def _stage_and_commit(
 ) -> PurchaseAnswer:
     """Blocking: ECDH_ZGen + the streamed import (core `stage`), then the one commit (Sign, NV_Increment)."""
     try:
-        staged = wallet.stage(order, chunks, mode)
+        staged = wallet.stage(order, chunks, mode, order_jws=order_jws)
     except CorruptContent as exc:
         if isinstance(exc.__cause__, StreamSegmentTooLarge):  # pragma: no cover - the header check ran first
             raise SegmentTooLarge(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc

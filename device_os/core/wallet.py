@@ -114,6 +114,11 @@ class StagedContent:
     sha256: str
     length: int
     pending: PendingBlob | None = None
+    ahead: SignedAhead | None = None
+
+    def signed_for(self, payment: Payment) -> str | None:
+        """The payment JWS signed while the content streamed in, if it is exactly `payment`."""
+        return self.ahead.result_for(payment) if self.ahead is not None else None
 
     def wait_durable(self) -> None:
         """Return once the blob is durable; raise (the blob is gone then) if it could not be made so."""
@@ -124,6 +129,32 @@ class StagedContent:
         """Wait for the background work to end, whatever its outcome (before deleting the blob)."""
         if self.pending is not None:
             self.pending.settle()
+
+
+class SignedAhead:
+    """A payment signed in the TPM (TPM2_Sign) in a background thread while the content streams in, so the
+    Sign overlaps the import instead of following it. The commit builds its payment under the commit lock as
+    always and uses this signature only if that payment is identical (same counter, debits, floor: no commit
+    came in between); otherwise the commit signs anew. It leaves the device only if that commit happens."""
+
+    def __init__(self, payment: Payment, signer: Signer) -> None:
+        self.payment = payment
+        self._jws: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(signer,), name="payment-sign", daemon=True)
+        self._thread.start()
+
+    def _run(self, signer: Signer) -> None:
+        try:
+            with _tpm_calls():
+                self._jws = jws.sign(self.payment, signer)
+        except (Locked, Unavailable):
+            self._jws = None  # the commit signs again and reports its own error
+
+    def result_for(self, payment: Payment) -> str | None:
+        if payment != self.payment:
+            return None
+        self._thread.join()
+        return self._jws
 
 
 @dataclass
@@ -368,15 +399,24 @@ class Wallet:
         except (HpkeError, EncodingError) as exc:
             raise InvalidMessage("the order's wrapped key does not open with this device's KEM key") from exc
 
-    def stage(self, order: Order, chunks: Iterable[bytes], mode: PurchaseMode = "now") -> StagedContent:
+    def stage(
+        self,
+        order: Order,
+        chunks: Iterable[bytes],
+        mode: PurchaseMode = "now",
+        *,
+        order_jws: str | None = None,
+    ) -> StagedContent:
         """Read the center's stream for `order` into the content store (before the commit that references it).
 
         `now`: decrypt with Ke while re-encrypting under the DEK. `deferred`: decrypt only to check the hash,
         keep the center's stream as received. Either way SHA-256 and length are checked against the order, and
         a refused stream leaves no file behind. The content work is `content.import_stream` (the plaintext is
-        hashed once, by the writer in `now` mode).
+        hashed once, by the writer in `now` mode). With `order_jws`, the payment the commit will most likely
+        make is signed in the TPM meanwhile (`SignedAhead`).
         """
         ke = self._unwrap(order)
+        ahead = self._sign_ahead(order, order_jws) if order_jws is not None else None
         content = self._s.content
         writer = content.writer(self._s.dek, self._s.aead) if mode == "now" else content.raw_writer()
         try:
@@ -391,7 +431,37 @@ class Wallet:
             writer.abort()
             raise ContentMismatch("content does not match the order's hash or length")
         pending = writer.finish_in_background()  # overlaps the commit's preparation; waited for before it
-        return StagedContent(order.order_id, pending.blob_id, mode, sha256, length, pending)
+        return StagedContent(order.order_id, pending.blob_id, mode, sha256, length, pending, ahead)
+
+    def _payment(
+        self, order: Order, order_hash: str, floor: int, counter: int, lines: tuple[pricing.Debit, ...]
+    ) -> Payment:
+        return Payment(
+            iss=self._s.device_id,
+            iat=floor,
+            order_id=order.order_id,
+            order_hash=order_hash,
+            device_id=self._s.device_id,
+            counter=counter,
+            debits=lines,
+        )
+
+    def _sign_ahead(self, order: Order, order_jws: str) -> SignedAhead | None:
+        """The payment `commit_purchase` would build if it ran now, signed in the background. Read without
+        the commit lock (a commit may be waiting for its blob under it): a stale guess costs a second Sign."""
+        if self._closed:
+            return None
+        try:
+            body, counter = self._body, self._s.store.counter
+        except (Unavailable, Tampered):
+            return None  # the commit reports it
+        floor = max(body.time_floor, order.iat)
+        try:
+            lines = pricing.debits(order.price, self._live(body.purses, floor), order.item_id)
+        except PricingShortfall:
+            return None  # the commit refuses it
+        payment = self._payment(order, message_hash(order_jws), floor, counter + 1, lines)
+        return SignedAhead(payment, self._s.payer)
 
     def commit_purchase(
         self, order_jws: str, staged: StagedContent, *, repurchase: bool = False
@@ -440,16 +510,8 @@ class Wallet:
                 )
 
                 def build(counter: int) -> StateBody:
-                    payment = Payment(
-                        iss=self._s.device_id,
-                        iat=floor,
-                        order_id=order.order_id,
-                        order_hash=order_hash,
-                        device_id=self._s.device_id,
-                        counter=counter,
-                        debits=lines,
-                    )
-                    payment_jws = jws.sign(payment, self._s.payer)
+                    payment = self._payment(order, order_hash, floor, counter, lines)
+                    payment_jws = staged.signed_for(payment) or jws.sign(payment, self._s.payer)
                     sealed = hpke.seal(
                         payment_key, payment_jws.encode("ascii"), info=hpke.payment_info(order.order_id)
                     )
@@ -499,7 +561,7 @@ class Wallet:
         if answer is not None:
             return answer
         order = self.verify_order(order_jws, repurchase=repurchase)
-        staged = self.stage(order, chunks, mode)
+        staged = self.stage(order, chunks, mode, order_jws=order_jws)
         return self.commit_purchase(order_jws, staged, repurchase=repurchase)
 
     # -- receipts and statements --------------------------------------------------------------------------

@@ -297,10 +297,57 @@ def test_repurchase_replaces_blob(dev: SoftDevice, center: TestCenter) -> None:
     assert dev.wallet.body.purses.prepaid == {"JPY": 800}
 
 
+def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
+    staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
+    assert staged.ahead is not None
+    ahead = staged.ahead.result_for(staged.ahead.payment)
+    assert ahead is not None
+    answer = dev.wallet.commit_purchase(order, staged)
+    token, _ = center.open_payment(answer.order_id, answer.payment)
+    assert token == ahead
+    payment = verify_payment(token, dev.payer_key.public_key())
+    assert payment.counter == answer.counter == dev.counter.value
+    assert payment.iat == dev.wallet.body.time_floor
+    assert [(d.purse, d.amount) for d in payment.debits] == [("prepaid", 300)]
+
+
+def test_a_commit_in_between_makes_the_commit_sign_again(dev: SoftDevice, center: TestCenter) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
+    staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
+    assert staged.ahead is not None
+    ahead = staged.ahead.result_for(staged.ahead.payment)
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=50, credit_id="late"))  # the counter moves
+    answer = dev.wallet.commit_purchase(order, staged)
+    token, _ = center.open_payment(answer.order_id, answer.payment)
+    assert token != ahead
+    payment = verify_payment(token, dev.payer_key.public_key())
+    assert payment.counter == answer.counter == staged.ahead.payment.counter + 1 == dev.counter.value
+    assert dev.wallet.body.purses.prepaid == {"JPY": 750}
+
+
+def test_no_payment_is_signed_ahead_for_an_order_that_cannot_be_paid(
+    dev: SoftDevice, center: TestCenter
+) -> None:
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=100))
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    verified = dev.wallet.verify_order(order)
+    buy(dev, center, "other", 100)  # the balance goes while the content streams
+    snap = dev.snapshot()
+    staged = dev.wallet.stage(verified, chunks(s), order_jws=order)
+    assert staged.ahead is None
+    with pytest.raises(InsufficientFunds):
+        dev.wallet.commit_purchase(order, staged)
+    assert dev.snapshot() == snap
+
+
 def test_race_for_the_last_of_the_balance(dev: SoftDevice, center: TestCenter) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=100))
     orders = [center.order(dev.device_id, dev.kem.public_key(), f"item{i}", 100, CONTENT) for i in range(2)]
-    staged = [dev.wallet.stage(dev.wallet.verify_order(o), chunks(s)) for o, s in orders]
+    # both sign ahead a payment with the same counter: only the winner's is used, the loser refuses
+    staged = [dev.wallet.stage(dev.wallet.verify_order(o), chunks(s), order_jws=o) for o, s in orders]
     barrier = threading.Barrier(2)
     results: list[object] = []
 
