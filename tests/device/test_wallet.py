@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from device_os.core.wallet import PurchaseAnswer, Wallet
+from device_os.core.wallet import PurchaseAnswer, StagedContent, Wallet
 from device_os.errors import (
     AlreadyOwned,
     ContentMismatch,
@@ -297,13 +297,19 @@ def test_repurchase_replaces_blob(dev: SoftDevice, center: TestCenter) -> None:
     assert dev.wallet.body.purses.prepaid == {"JPY": 800}
 
 
-def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: TestCenter) -> None:
+def stage_signing_ahead(dev: SoftDevice, center: TestCenter) -> tuple[str, StagedContent, str]:
+    """1000 JPY of credit, a 300 JPY order staged with its payment signed ahead: (order, staged, that JWS)."""
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
     staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
     assert staged.ahead is not None
     ahead = staged.ahead.result_for(staged.ahead.payment)
     assert ahead is not None
+    return order, staged, ahead
+
+
+def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: TestCenter) -> None:
+    order, staged, ahead = stage_signing_ahead(dev, center)
     answer = dev.wallet.commit_purchase(order, staged)
     token, _ = center.open_payment(answer.order_id, answer.payment)
     assert token == ahead
@@ -314,16 +320,13 @@ def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: 
 
 
 def test_a_commit_in_between_makes_the_commit_sign_again(dev: SoftDevice, center: TestCenter) -> None:
-    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
-    staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
-    assert staged.ahead is not None
-    ahead = staged.ahead.result_for(staged.ahead.payment)
+    order, staged, ahead = stage_signing_ahead(dev, center)
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=50, credit_id="late"))  # the counter moves
     answer = dev.wallet.commit_purchase(order, staged)
     token, _ = center.open_payment(answer.order_id, answer.payment)
     assert token != ahead
     payment = verify_payment(token, dev.payer_key.public_key())
+    assert staged.ahead is not None
     assert payment.counter == answer.counter == staged.ahead.payment.counter + 1 == dev.counter.value
     assert dev.wallet.body.purses.prepaid == {"JPY": 750}
 
