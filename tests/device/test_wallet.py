@@ -331,6 +331,30 @@ def test_a_commit_in_between_makes_the_commit_sign_again(dev: SoftDevice, center
     assert dev.wallet.body.purses.prepaid == {"JPY": 750}
 
 
+def test_a_failed_sign_ahead_is_signed_again_at_the_commit(
+    dev: SoftDevice, center: TestCenter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_sign = jws.sign
+    calls: list[str] = []
+
+    def flaky(payload: Any, signer: Any) -> str:  # the first Sign (the one ahead) fails, as a TPM error would
+        calls.append(type(payload).__name__)
+        if len(calls) == 1:
+            raise RuntimeError("TPM busy")
+        return real_sign(payload, signer)
+
+    dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
+    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
+    monkeypatch.setattr(jws, "sign", flaky)
+    staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
+    assert staged.ahead is not None
+    assert staged.ahead.result_for(staged.ahead.payment) is None
+    answer = dev.wallet.commit_purchase(order, staged)
+    assert calls == ["Payment", "Payment"]
+    token, _ = center.open_payment(answer.order_id, answer.payment)
+    assert verify_payment(token, dev.payer_key.public_key()).counter == answer.counter == dev.counter.value
+
+
 def test_no_payment_is_signed_ahead_for_an_order_that_cannot_be_paid(
     dev: SoftDevice, center: TestCenter
 ) -> None:
