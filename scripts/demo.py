@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from scripts.demo_purchase import expect
 from scripts.swtpm import SwtpmError
 from scripts.usblink import LinkError
 
@@ -177,7 +178,7 @@ def stage_board() -> None:
         console.print(
             f"  device service on usb0 only: {base}  phase {health['phase']}, {health['device_id']}"
         )
-        _expect(board.post("/v1/setup", json={"pin": DEMO_PIN}), 201, "setup")
+        expect(board.post("/v1/setup", json={"pin": DEMO_PIN}), 201, "setup")
         console.print(
             "  setup: payment key created in the TPM, DEK sealed under the PIN, empty state committed"
         )
@@ -190,9 +191,9 @@ def stage_board() -> None:
             f"  unlock with a wrong PIN: {wrong.status_code} {wrong.json().get('title')}, "
             f"tries left {wrong.json().get('tries_left')}"
         )
-        token = _expect(board.post("/v1/unlock", json={"pin": DEMO_PIN}), 200, "unlock").json()["token"]
+        token = expect(board.post("/v1/unlock", json={"pin": DEMO_PIN}), 200, "unlock").json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
-        wallet = _expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
+        wallet = expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
         console.print(
             f"  unlocked: wallet counter {wallet['counter']}, purses {wallet['purses']}, "
             f"enrolled {wallet['enrolled']}"
@@ -203,7 +204,7 @@ def stage_board() -> None:
         console.print(
             f"  a foreign Host header (DNS rebinding): {foreign.status_code} {foreign.json()['title']}"
         )
-        _expect(board.post("/v1/lock", headers=auth), 204, "lock")
+        expect(board.post("/v1/lock", headers=auth), 204, "lock")
         console.print(
             f"  locked again: the old token is refused ({board.get('/v1/wallet', headers=auth).status_code})"
         )
@@ -221,12 +222,6 @@ def stage_purchase() -> None:
         pin=DEMO_PIN,
         work=DEMO_DIR,
     )
-
-
-def _expect(response: httpx.Response, status: int, what: str) -> httpx.Response:
-    if response.status_code != status:
-        raise SystemExit(f"demo: {what} answered {response.status_code}: {response.text}")
-    return response
 
 
 PROCESSES: list[subprocess.Popen[bytes]] = []

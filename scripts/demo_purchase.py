@@ -41,7 +41,8 @@ from protocol.money import Money
 UPLOAD_CHUNK = 256 * 1024
 
 
-def _expect(response: httpx.Response, status: int, what: str) -> httpx.Response:
+def expect(response: httpx.Response, status: int, what: str) -> httpx.Response:
+    """`response` if it has `status`; else the demo stops with a one-line message."""
     if response.status_code != status:
         raise SystemExit(f"demo: {what} answered {response.status_code}: {response.text}")
     return response
@@ -98,9 +99,9 @@ def run(
     price = Money.model_validate(item["price"])
 
     with httpx.Client(base_url=board_base, timeout=60.0) as board:
-        identity = _expect(board.get("/v1/identity"), 200, "identity").json()
+        identity = expect(board.get("/v1/identity"), 200, "identity").json()
         device_id: str = identity["device_id"]
-        token = _expect(board.post("/v1/unlock", json={"pin": pin}), 200, "unlock").json()["token"]
+        token = expect(board.post("/v1/unlock", json={"pin": pin}), 200, "unlock").json()["token"]
         auth = {"Authorization": f"Bearer {token}"}
         now = int(time.time())
 
@@ -112,7 +113,7 @@ def run(
             device_token_hash=b64url_encode(hashlib.sha256(secrets.token_bytes(32)).digest()),
         )
         request = {"enrollment": sign(enrollment), "root_jwk": jwk_from_public_key(keys.root.public_key())}
-        _expect(board.post("/v1/enrollment", json=request, headers=auth), 200, "enrollment")
+        expect(board.post("/v1/enrollment", json=request, headers=auth), 200, "enrollment")
         console.print(
             f"  enrolled with the center (played: its enrollment API is not built yet); root pinned on first "
             f"use: {keys.root_fingerprint[:16]}…"
@@ -126,8 +127,8 @@ def run(
             amount=Money(amount=1000, currency="JPY"),
             exp=now + 30 * 86400,
         )
-        _expect(board.post("/v1/credits", json={"credit": sign(credit)}, headers=auth), 200, "credit")
-        wallet = _expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
+        expect(board.post("/v1/credits", json={"credit": sign(credit)}, headers=auth), 200, "credit")
+        wallet = expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
         console.print(f"  prepaid credit accepted: purses {wallet['purses']['prepaid']}")
 
         # flow 5.1, the center's order: a fresh Ke, the item's bytes as content stream v1, Ke wrapped
@@ -163,7 +164,7 @@ def run(
         headers = {**auth, "Coffer-Order": order, "Content-Type": "application/octet-stream"}
         headers["Content-Length"] = str(size)
         started = time.perf_counter()
-        answer = _expect(
+        answer = expect(
             board.post(
                 "/v1/purchases", params={"mode": "now"}, content=_chunks(stream_path), headers=headers
             ),
@@ -197,8 +198,8 @@ def run(
             device_id=device_id,
             payment_hash=message_hash(payment_jws),
         )
-        _expect(board.post("/v1/receipts", json={"receipt": sign(receipt)}, headers=auth), 200, "receipt")
-        outbox = _expect(board.get("/v1/outbox", headers=auth), 200, "outbox").json()["entries"]
+        expect(board.post("/v1/receipts", json={"receipt": sign(receipt)}, headers=auth), 200, "receipt")
+        outbox = expect(board.get("/v1/outbox", headers=auth), 200, "outbox").json()["entries"]
         console.print(f"  receipt accepted: {len(outbox)} payments left in the outbox")
         again = board.post("/v1/purchases", content=b"", headers={**auth, "Coffer-Order": order})
         console.print(
@@ -206,31 +207,31 @@ def run(
         )
 
         # flow 5.6: open what was bought
-        library = _expect(board.get("/v1/library", headers=auth), 200, "library").json()
+        library = expect(board.get("/v1/library", headers=auth), 200, "library").json()
         detail = httpx.get(f"{center_base}/v1/items/{item['item_id']}").json()
         suffix = mimetypes.guess_extension(detail["content_media_type"]) or ".bin"
         opened = work / f"opened-{item['item_id']}{suffix}"
         digest = hashlib.sha256()
         with board.stream("GET", f"/v1/library/{item['item_id']}/content", headers=auth) as response:
-            _expect(response, 200, "open")
+            expect(response, 200, "open")
             with opened.open("wb") as out:
                 for chunk in response.iter_bytes():
                     digest.update(chunk)
                     out.write(chunk)
         if digest.hexdigest() != sha256:
             raise SystemExit("demo: the opened content differs from the catalog's")
-        head = _expect(
+        head = expect(
             board.get(f"/v1/library/{item['item_id']}/content", headers={**auth, "Range": "bytes=4-11"}),
             206,
             "range",
         )
-        wallet = _expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
+        wallet = expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
         console.print(
             f"  opened: {opened} ({opened.stat().st_size} B, SHA-256 equal to the catalog's), "
             f"bytes 4-11 by Range: {head.content!r}; library {len(library['items'])} item(s), "
             f"purses {wallet['purses']['prepaid']}"
         )
-        _expect(board.post("/v1/lock", headers=auth), 204, "lock")
+        expect(board.post("/v1/lock", headers=auth), 204, "lock")
 
 
-__all__ = ["run"]
+__all__ = ["expect", "run"]
