@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+
+from protocol.http import access as shared
+from protocol.http.asgi import route_keys as route_keys  # re-exported: app.py and the tests use it
 
 KIB = 1024
 #: The largest content stream a purchase may send (the exact bound is the order's stream length).
@@ -63,22 +65,10 @@ POLICIES: dict[tuple[str, str], Policy] = {
 UNROUTED_MAX_BODY = 1 * KIB
 
 
-def route_keys(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves (HEAD is implied by GET); non-API routes count too."""
-    keys: set[tuple[str, str]] = set()
-    for route in iter_route_contexts(app.routes):  # flattens included routers
-        methods = route.methods or {"*"}  # a mount or websocket has no methods: it needs an entry too
-        for method in methods:
-            if method != "HEAD":
-                keys.add((method, route.path or repr(route)))
-    return keys
-
-
 def missing_policies(app: FastAPI) -> set[tuple[str, str]]:
-    return route_keys(app) - set(POLICIES)
+    return shared.missing_policies(route_keys(app), POLICIES)
 
 
 def enforce(app: FastAPI) -> None:
-    missing = missing_policies(app)
-    if missing:
-        raise RuntimeError(f"routes without an access policy: {sorted(missing)}")
+    """Refuse to build an app with a route missing from the table (MissingPolicyError, a RuntimeError)."""
+    shared.require_policies(route_keys(app), POLICIES)
