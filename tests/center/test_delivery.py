@@ -1,5 +1,5 @@
-"""The on-the-fly content stream equals `protocol.stream.encrypt` with the order's Ke and salt, for every range
-shape, both AEADs and the edge lengths; it holds one segment at a time. And the ledger's own invariants."""
+"""The on-the-fly content stream equals `protocol.stream.encrypt` with the order's Ke and salt, for every
+range shape, both AEADs and the edge lengths; it holds one segment at a time. And the ledger's invariants."""
 
 from __future__ import annotations
 
@@ -77,13 +77,18 @@ def test_ledger_invariants(
     center.fund(device, 100)
     wallet = ledger.wallet(device.device_id, "JPY")
     sessions = center.commerce.sessions
+
     # an overdraft rolls the whole transaction back
-    with pytest.raises(InsufficientFundsError), tx.write(sessions) as session:
-        book = ledger.Ledger(session, 1)
-        book.post(
-            "hold:x", "hold", [ledger.Leg("x/0", wallet, ledger.revenue("JPY"), 101, "JPY")], pending=True
-        )
-        book.require_covered([wallet])
+    def overdraw() -> None:
+        with tx.write(sessions) as session:
+            book = ledger.Ledger(session, 1)
+            book.post(
+                "hold:x", "hold", [ledger.Leg("x/0", wallet, ledger.revenue("JPY"), 101, "JPY")], pending=True
+            )
+            book.require_covered([wallet])
+
+    with pytest.raises(InsufficientFundsError):
+        overdraw()
     assert center.ledger_state() == (1, 1)
     # a hold is resolved once; the same transaction id again writes nothing
     with tx.write(sessions) as session:
