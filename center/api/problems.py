@@ -27,7 +27,7 @@ async def handle(request: Request, exc: Exception) -> Response:
         if exc.slug == "internal-error":
             log.error("center error on %s %s: %s", request.method, request.url.path, exc.message)
             return problem_response("internal-error")
-        headers = {"Retry-After": "5"} if exc.slug == "service-unavailable" else None
+        headers = {"Retry-After": "5"} if exc.slug == "service-unavailable" else getattr(exc, "headers", None)
         return problem_response(exc.slug, exc.message, headers, **exc.extensions)
     shared = framework_problem(exc)
     if shared is not None:
