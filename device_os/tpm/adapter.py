@@ -18,8 +18,9 @@ Discipline, as implemented here:
   DA-protected. Wrong PIN -> `WrongPin(tries_left)`; lockout -> `Lockout(retry_after)`.
 - Sessions: one salted HMAC session (salt encrypted to the SRK, AES-128-CFB parameter encryption,
   continueSession) is started once and reused for every command that carries a PIN or a secret: Create
-  (the sensitive part: PIN, sealed data), Unseal (the response), ObjectChangeAuth (the new PIN), and the
-  authorization of Sign and Certify with the PIN (an HMAC: the PIN itself never crosses the bus). Objects
+  (the sensitive part: PIN, sealed data), Unseal (the response), ObjectChangeAuth (the new PIN),
+  HierarchyChangeAuth (the lockout authorization at provisioning), and the authorization of Sign, ECDH_ZGen
+  and Certify with the PIN (an HMAC: the PIN itself never crosses the bus). Objects
   with an empty authValue use password sessions. `encrypt_sessions=False` uses password sessions only.
 - `close()` flushes what it loaded and sends TPM2_Shutdown(STATE) (an orderly shutdown: the next start does
   not count a DA failure for the DA-protected objects used since).
@@ -91,7 +92,7 @@ from device_os.tpm.errors import (
     is_lockout,
     translate,
 )
-from device_os.tpm.tcti import CountingTcti
+from device_os.tpm.tcti import CountingTcti, Tap
 from device_os.tpm.types import DaStatus, KeyBlob, ProvisionedKeys
 from protocol.attestation import CertifyEvidence, parse_public
 from protocol.errors import AttestationError
@@ -271,8 +272,17 @@ class PaymentKey:
 class Tpm:
     """The device's TPM. Use `Tpm.open(tcti)`; see device_os/tpm/__init__.py for the API."""
 
-    def __init__(self, tcti: str, *, counter_index: int, worker: _Worker, encrypt_sessions: bool) -> None:
+    def __init__(
+        self,
+        tcti: str,
+        *,
+        counter_index: int,
+        worker: _Worker,
+        encrypt_sessions: bool,
+        tap: Tap | None = None,
+    ) -> None:
         self._tcti_conf = tcti
+        self._tap = tap
         self._encrypt_sessions = encrypt_sessions
         self._session: Any = None
         self._counter_index = counter_index
@@ -290,11 +300,21 @@ class Tpm:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, tcti: str, *, counter_index: int = COUNTER_INDEX, encrypt_sessions: bool = True) -> Tpm:
+    def open(
+        cls,
+        tcti: str,
+        *,
+        counter_index: int = COUNTER_INDEX,
+        encrypt_sessions: bool = True,
+        tap: Tap | None = None,
+    ) -> Tpm:
         """Connect by TCTI string (`swtpm:host=H,port=P`, `swtpm:path=S`, `device:/dev/tpmrm0`), flush
-        leftover transient objects and sessions, and look up the persistent objects."""
+        leftover transient objects and sessions, and look up the persistent objects. `tap` (tests) sees
+        every command buffer as sent to the TPM."""
         worker = _Worker()
-        tpm = cls(tcti, counter_index=counter_index, worker=worker, encrypt_sessions=encrypt_sessions)
+        tpm = cls(
+            tcti, counter_index=counter_index, worker=worker, encrypt_sessions=encrypt_sessions, tap=tap
+        )
         try:
             worker.run(tpm._connect)
         except BaseException:
@@ -451,7 +471,7 @@ class Tpm:
 
     def _connect(self) -> None:
         try:
-            self._tcti = CountingTcti.parse(self._tcti_conf, previous=self._tcti)
+            self._tcti = CountingTcti.parse(self._tcti_conf, previous=self._tcti, tap=self._tap)
             self._esys = ESAPI(self._tcti)
         except TSS2_Exception as exc:
             raise TpmUnavailable(f"cannot open TCTI {self._tcti_conf!r}: {exc}", rc=int(exc.rc)) from exc
@@ -638,8 +658,13 @@ class Tpm:
         self._esys.dictionary_attack_parameters(DA_MAX_TRIES, DA_RECOVERY_TIME, DA_LOCKOUT_RECOVERY)
         self._esys.dictionary_attack_lock_reset(ESYS_TR.LOCKOUT)
         # The lockout authorization: 32 random bytes, set and forgotten. Nobody can reset the DA counter
-        # or change these parameters afterwards (short of TPM2_Clear with the platform hierarchy).
-        self._esys.hierarchy_change_auth(ESYS_TR.LOCKOUT, TPM2B_AUTH(secrets.token_bytes(32)))
+        # or change these parameters afterwards (short of TPM2_Clear with the platform hierarchy). The new
+        # value is the command's first parameter: it travels encrypted in the salted session, never in clear.
+        self._esys.hierarchy_change_auth(
+            ESYS_TR.LOCKOUT,
+            TPM2B_AUTH(secrets.token_bytes(32)),
+            session1=self._secure(TPMA_SESSION.DECRYPT),
+        )
         self._esys.tr_set_auth(ESYS_TR.LOCKOUT, b"")
         log.info("dictionary-attack parameters set; lockout authorization set and forgotten")
 
