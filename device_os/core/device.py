@@ -250,7 +250,8 @@ class Device:
 
     # -- setup --------------------------------------------------------------------------------------------
     def setup(self, pin: str) -> DeviceStatus:
-        """Flow 2: PIN-bound payment key, DEK sealed under the PIN, certify evidence, the empty state."""
+        """Flow 2: PIN-bound KEM and payment keys, the DEK sealed under the PIN, certify evidence, the empty
+        state."""
         auth = check_pin(pin)
         with self.lock_:
             phase = self.phase()
@@ -263,10 +264,11 @@ class Device:
             assert self._provisioned is not None
             prov = self._provisioned
             aead = resolve(self.settings.aead)
+            kem = self.tpm.create_kem_key(auth)
             payment = self.tpm.create_payment_key(auth)
             dek = os.urandom(32)
             sealed = self.tpm.seal(dek, auth)
-            kem_evidence = self.tpm.certify(prov.ak, prov.kem, CERTIFY_NONCE)
+            kem_evidence = self.tpm.certify(prov.ak, kem, CERTIFY_NONCE, pin=auth)
             payment_evidence = self.tpm.certify(prov.ak, payment, CERTIFY_NONCE, pin=auth)
             identity = {
                 "v": 1,
@@ -275,7 +277,7 @@ class Device:
                 "ek_certificate": _b64(self.tpm.ek_certificate()),
                 "ek_public": b64url_encode(self.tpm.ek_public()),
                 "attestation_key": public_key_to_pem(self.tpm.public_key(prov.ak)),
-                "kem_jwk": jwk_from_public_key(self.tpm.public_key(prov.kem)),
+                "kem_jwk": jwk_from_public_key(self.tpm.public_key(kem)),
                 "payment_jwk": jwk_from_public_key(self.tpm.public_key(payment)),
                 "certify_nonce": b64url_encode(CERTIFY_NONCE),
                 "certify": {"kem": kem_evidence.to_json(), "payment": payment_evidence.to_json()},
@@ -284,6 +286,7 @@ class Device:
                 sealed_dek=sealed.to_bytes(),
                 payment_key=payment.to_bytes(),
                 identity=json.dumps(identity, indent=1, sort_keys=True).encode("ascii"),
+                kem_key=kem.to_bytes(),
             )
             self.keydir.write_setup_next(files)
             body = StateBody(device_id=self.device_id)
@@ -353,7 +356,7 @@ class Device:
             try:
                 dek = self.tpm.unseal(KeyBlob.from_bytes(files.sealed_dek), auth)
                 kem, payer = self.tpm.load_hot_keys(
-                    self._provisioned.kem, KeyBlob.from_bytes(files.payment_key), auth
+                    KeyBlob.from_bytes(files.kem_key), KeyBlob.from_bytes(files.payment_key), auth
                 )
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
@@ -414,7 +417,8 @@ class Device:
 
     # -- PIN change ---------------------------------------------------------------------------------------
     def change_pin(self, old_pin: str, new_pin: str) -> None:
-        """Check the old PIN against RAM; reseal the DEK, re-auth the payment key into `pin.next/`; swap."""
+        """Check the old PIN against RAM; reseal the DEK, re-auth the KEM and payment keys into `pin.next/`;
+        swap."""
         with self.lock_:
             session = self._require_session()
             if not self._pin_matches(old_pin):
@@ -426,6 +430,7 @@ class Device:
             files = self.keydir.load()
             try:
                 sealed = self.tpm.seal(session.dek, new_auth)
+                kem_key = self.tpm.change_auth(KeyBlob.from_bytes(files.kem_key), old_auth, new_auth)
                 payment = self.tpm.change_auth(KeyBlob.from_bytes(files.payment_key), old_auth, new_auth)
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
@@ -433,12 +438,15 @@ class Device:
                 raise PinLockout(exc.retry_after) from exc
             self.keydir.write_pin_next(
                 KeyFiles(
-                    sealed_dek=sealed.to_bytes(), payment_key=payment.to_bytes(), identity=files.identity
+                    sealed_dek=sealed.to_bytes(),
+                    payment_key=payment.to_bytes(),
+                    identity=files.identity,
+                    kem_key=kem_key.to_bytes(),
                 )
             )
             self.keydir.swap_pin_next()
             self.tpm.unload_hot_keys()
-            kem, payer = self.tpm.load_hot_keys(self._provisioned.kem, payment, new_auth)
+            kem, payer = self.tpm.load_hot_keys(kem_key, payment, new_auth)
             session.kem = kem
             session.payer = payer
             self._remember_pin(new_pin)
