@@ -6,7 +6,10 @@ In order, before routing and before a body byte is read:
 3. `TOKEN` routes need a live bearer token of the current unlock session -> 401 (the wallet it unlocks is
    handed to the route in `request.state.wallet`);
 4. a declared `Content-Length` above the route's limit -> 413, and the limit holds while reading too
-   (chunked bodies, lying lengths).
+   (chunked bodies, lying lengths);
+5. a `json_only` route (the public POSTs: setup, unlock) needs `Content-Type: application/json` -> 415, so a
+   cross-site form post (text/plain, urlencoded, no type: no CORS preflight) never reaches it, whatever the
+   installed FastAPI does with such a body.
 No CORS: nothing here or elsewhere emits Access-Control-* headers, so browsers keep other origins out.
 Every response gets `Cache-Control: no-store`. Any exception that escapes a route ends in the one handler
 (`device_os.api.problems.handle`).
@@ -26,7 +29,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from device_os.api.access import POLICIES, UNROUTED_MAX_BODY, Access, Policy
-from device_os.api.errors import MisdirectedRequest, PayloadTooLarge
+from device_os.api.errors import MisdirectedRequest, PayloadTooLarge, UnsupportedMediaType
 from device_os.api.problems import handle
 from device_os.api.service import DeviceService
 
@@ -78,6 +81,8 @@ class Gate:
                 wallet = await anyio.to_thread.run_sync(self.service.authenticate, token)
                 scope.setdefault("state", {})["wallet"] = wallet
             self._check_length(headers, limit)
+            if policy is not None and policy.json_only:
+                _check_json(headers)
             await self.app(scope, _limited(receive, limit), send_guarded)
         except Exception as exc:
             if started:  # too late for a problem response: the client sees a cut response
@@ -111,6 +116,12 @@ class Gate:
             raise StarletteHTTPException(400, "Content-Length is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body exceeds {limit} bytes")
+
+
+def _check_json(headers: Headers) -> None:
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be sent as Content-Type: application/json")
 
 
 def _bearer(headers: Headers) -> str | None:
