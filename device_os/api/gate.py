@@ -4,7 +4,8 @@ In order, before routing and before a body byte is read:
 1. `Host` must be the configured listen address, with or without its port (DNS rebinding) -> 421;
 2. the route's policy comes from `device_os.api.access.POLICIES` (a routed request without one fails closed);
 3. `TOKEN` routes need a live bearer token of the current unlock session -> 401 (the wallet it unlocks is
-   handed to the route in `request.state.wallet`);
+   handed to the route in `request.state.wallet`); while such a request runs (body and response streaming
+   included) the device does not auto-lock (`DeviceService.busy`);
 4. a declared `Content-Length` above the route's limit -> 413, and the limit holds while reading too
    (chunked bodies, lying lengths);
 5. a `json_only` route (the public POSTs: setup, unlock) needs `Content-Type: application/json` -> 415, so a
@@ -20,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import anyio.to_thread
 from starlette.datastructures import Headers, MutableHeaders
@@ -83,7 +85,12 @@ class Gate:
             self._check_length(headers, limit)
             if policy is not None and policy.json_only:
                 _check_json(headers)
-            await self.app(scope, _limited(receive, limit), send_guarded)
+            # An authenticated request in progress (an upload, a content stream) keeps the device awake.
+            awake = (
+                self.service.busy() if policy is not None and policy.access is Access.TOKEN else nullcontext()
+            )
+            with awake:
+                await self.app(scope, _limited(receive, limit), send_guarded)
         except Exception as exc:
             if started:  # too late for a problem response: the client sees a cut response
                 log.error("error after the response started: %s", type(exc).__name__)

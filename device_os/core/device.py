@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -46,7 +46,7 @@ from device_os.errors import (
     WrongPin,
 )
 from device_os.settings import DeviceSettings
-from device_os.tpm import KeyBlob, Lockout, ProvisionedKeys, Tpm, TpmError
+from device_os.tpm import KemKey, KeyBlob, Lockout, PaymentKey, ProvisionedKeys, Tpm, TpmError
 from device_os.tpm import WrongPin as TpmWrongPin
 from protocol.b64 import b64url_encode
 from protocol.keys import device_id_for, jwk_from_public_key, public_key_to_pem
@@ -122,6 +122,7 @@ class Device:
         self._first_unlock_done = False
         self._blobs: KeyFiles | None = None
         self._idle_lock = threading.Lock()
+        self._busy = 0  # requests in progress (`busy()`): no auto-lock while any runs
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -362,8 +363,20 @@ class Device:
                 raise WrongPin(exc.tries_left) from exc
             except Lockout as exc:
                 raise PinLockout(exc.retry_after) from exc
+            try:
+                self._open_session(pin, dek, kem, payer)
+            except BaseException:
+                # Whatever failed after the keys loaded (tamper, a bad identity.json, the disk): nothing of
+                # this unlock stays resident (the adapter forgets the hot keys and their PIN).
+                with contextlib.suppress(TpmError):
+                    self.tpm.unload_hot_keys()
+                raise
+
+    def _open_session(self, pin: str, dek: bytes, kem: KemKey, payer: PaymentKey) -> None:
+        """The rest of an unlock once the DEK is unsealed and the hot keys loaded: decrypt and check the
+        state, collect orphans at the first unlock, hold the session."""
+        with self.lock_:
             if self._tamper is not None:
-                self.tpm.unload_hot_keys()
                 raise Tampered(self._tamper)
             aead = self.aead()
             try:
@@ -372,7 +385,6 @@ class Device:
                 if body.device_id != self.device_id:
                     raise ValueError("state of another device")
             except (statedoc.BadStateDocumentError, ValueError) as exc:
-                self.tpm.unload_hot_keys()
                 self._tamper = "the state body failed its check"
                 log.warning("tamper: %s", self._tamper)
                 raise Tampered(self._tamper) from exc
@@ -458,8 +470,24 @@ class Device:
         """An authenticated request: reset the idle timer."""
         self._last_activity = self._clock()
 
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A request in progress (the HTTP layer wraps every authenticated request, body and response
+        streaming included): the device does not auto-lock while one runs, however long an upload takes;
+        the idle timer starts again when it ends. An explicit `lock()` still locks at once."""
+        with self._idle_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle_lock:
+                self._busy -= 1
+                self.touch()
+
     def _check_idle(self) -> bool:
         timeout = self.settings.auto_lock_seconds
+        if self._busy:
+            return False
         if self._wallet is not None and timeout and self._clock() - self._last_activity >= timeout:
             log.info("idle for %d s: auto-lock", timeout)
             self.lock()

@@ -885,7 +885,11 @@ class Tpm:
         return KemKey(self, kem_hot), PaymentKey(self, payment_hot)
 
     def _unload_hot_keys(self) -> None:
+        """Flush the hot keys and forget their PIN: a KemKey/PaymentKey still referenced elsewhere (a wallet
+        of an earlier unlock) then holds neither a handle nor the PIN, and raises KeyNotLoaded."""
         hot_keys, self._hot = self._hot, []
+        for hot in hot_keys:
+            hot.auth = None
         for hot in reversed(hot_keys):
             if hot.handle is not None:
                 handle, hot.handle = hot.handle, None
