@@ -30,10 +30,13 @@ class Access(Enum):
 class Policy:
     access: Access
     max_body: int  # bytes; enforced while reading, not only from Content-Length
+    #: The body must be sent as `Content-Type: application/json` (else 415): a public route a browser could
+    #: reach cross-site with a form (text/plain, urlencoded, no type) needs no preflight; JSON does.
+    json_only: bool = False
 
 
-def _public(max_body: int = 0) -> Policy:
-    return Policy(Access.PUBLIC, max_body)
+def _public(max_body: int = 0, *, json_only: bool = False) -> Policy:
+    return Policy(Access.PUBLIC, max_body, json_only)
 
 
 def _token(max_body: int = 0) -> Policy:
@@ -44,8 +47,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/openapi.json"): _public(),
     ("GET", "/v1/health"): _public(),
     ("GET", "/v1/identity"): _public(),
-    ("POST", "/v1/setup"): _public(1 * KIB),
-    ("POST", "/v1/unlock"): _public(1 * KIB),
+    ("POST", "/v1/setup"): _public(1 * KIB, json_only=True),
+    ("POST", "/v1/unlock"): _public(1 * KIB, json_only=True),
     ("POST", "/v1/lock"): _token(1 * KIB),
     ("POST", "/v1/pin"): _token(1 * KIB),
     ("POST", "/v1/activate"): _token(4 * KIB),

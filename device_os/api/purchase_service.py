@@ -36,7 +36,7 @@ from device_os.api.errors import ApiError
 from device_os.api.handoff import Handoff, HandoffClosed
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import PurchaseAnswer, Wallet
-from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage
+from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
 from protocol import stream
 from protocol.b64 import b64url_decode
 from protocol.errors import EncodingError, StreamError
@@ -149,10 +149,13 @@ async def _feed(body: AsyncIterator[bytes], first: bytes, limit: int, pipe: Hand
             pipe.fail(outcome)
 
 
-def _chunks(pipe: Handoff[list[bytes]], head: bytes) -> Iterator[bytes]:
-    """The worker's view of the body: the header, then each batch; raises what the feeder reported."""
+def _chunks(pipe: Handoff[list[bytes]], head: bytes, wallet: Wallet) -> Iterator[bytes]:
+    """The worker's view of the body: the header, then each batch; raises what the feeder reported, and
+    Locked at the next batch once the device locked (the import aborts: temp blob removed, no commit)."""
     yield head
     while (batch := pipe.get()) is not None:
+        if wallet.closed:
+            raise Locked("the device locked during the upload; nothing was committed")
         yield from batch
 
 
@@ -192,7 +195,7 @@ async def import_purchase(
 
     def work() -> PurchaseAnswer:
         try:
-            return _stage_and_commit(wallet, order, order_jws, _chunks(pipe, head), mode, repurchase)
+            return _stage_and_commit(wallet, order, order_jws, _chunks(pipe, head, wallet), mode, repurchase)
         finally:
             pipe.close()
 

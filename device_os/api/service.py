@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 from cryptography import x509
@@ -184,6 +185,10 @@ class DeviceService:
         return wallet.statement(nonce)
 
     # -- auto-lock ----------------------------------------------------------------------------------------
+    def busy(self) -> AbstractContextManager[None]:
+        """Held by the gate around every authenticated request: no auto-lock while one is in progress."""
+        return self.device.busy()
+
     def check_idle(self) -> bool:
         """Lock when idle past the timeout (called periodically and before unlock); True if it locked."""
         if self.device.check_idle():

@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -46,7 +46,7 @@ from device_os.errors import (
     WrongPin,
 )
 from device_os.settings import DeviceSettings
-from device_os.tpm import KeyBlob, Lockout, ProvisionedKeys, Tpm, TpmError
+from device_os.tpm import KemKey, KeyBlob, Lockout, PaymentKey, ProvisionedKeys, Tpm, TpmError
 from device_os.tpm import WrongPin as TpmWrongPin
 from protocol.b64 import b64url_encode
 from protocol.keys import device_id_for, jwk_from_public_key, public_key_to_pem
@@ -122,6 +122,7 @@ class Device:
         self._first_unlock_done = False
         self._blobs: KeyFiles | None = None
         self._idle_lock = threading.Lock()
+        self._busy = 0  # requests in progress (`busy()`): no auto-lock while any runs
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -250,7 +251,8 @@ class Device:
 
     # -- setup --------------------------------------------------------------------------------------------
     def setup(self, pin: str) -> DeviceStatus:
-        """Flow 2: PIN-bound payment key, DEK sealed under the PIN, certify evidence, the empty state."""
+        """Flow 2: PIN-bound KEM and payment keys, the DEK sealed under the PIN, certify evidence, the empty
+        state."""
         auth = check_pin(pin)
         with self.lock_:
             phase = self.phase()
@@ -263,10 +265,11 @@ class Device:
             assert self._provisioned is not None
             prov = self._provisioned
             aead = resolve(self.settings.aead)
+            kem = self.tpm.create_kem_key(auth)
             payment = self.tpm.create_payment_key(auth)
             dek = os.urandom(32)
             sealed = self.tpm.seal(dek, auth)
-            kem_evidence = self.tpm.certify(prov.ak, prov.kem, CERTIFY_NONCE)
+            kem_evidence = self.tpm.certify(prov.ak, kem, CERTIFY_NONCE, pin=auth)
             payment_evidence = self.tpm.certify(prov.ak, payment, CERTIFY_NONCE, pin=auth)
             identity = {
                 "v": 1,
@@ -275,7 +278,7 @@ class Device:
                 "ek_certificate": _b64(self.tpm.ek_certificate()),
                 "ek_public": b64url_encode(self.tpm.ek_public()),
                 "attestation_key": public_key_to_pem(self.tpm.public_key(prov.ak)),
-                "kem_jwk": jwk_from_public_key(self.tpm.public_key(prov.kem)),
+                "kem_jwk": jwk_from_public_key(self.tpm.public_key(kem)),
                 "payment_jwk": jwk_from_public_key(self.tpm.public_key(payment)),
                 "certify_nonce": b64url_encode(CERTIFY_NONCE),
                 "certify": {"kem": kem_evidence.to_json(), "payment": payment_evidence.to_json()},
@@ -284,6 +287,7 @@ class Device:
                 sealed_dek=sealed.to_bytes(),
                 payment_key=payment.to_bytes(),
                 identity=json.dumps(identity, indent=1, sort_keys=True).encode("ascii"),
+                kem_key=kem.to_bytes(),
             )
             self.keydir.write_setup_next(files)
             body = StateBody(device_id=self.device_id)
@@ -353,14 +357,26 @@ class Device:
             try:
                 dek = self.tpm.unseal(KeyBlob.from_bytes(files.sealed_dek), auth)
                 kem, payer = self.tpm.load_hot_keys(
-                    self._provisioned.kem, KeyBlob.from_bytes(files.payment_key), auth
+                    KeyBlob.from_bytes(files.kem_key), KeyBlob.from_bytes(files.payment_key), auth
                 )
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
             except Lockout as exc:
                 raise PinLockout(exc.retry_after) from exc
+            try:
+                self._open_session(pin, dek, kem, payer)
+            except BaseException:
+                # Whatever failed after the keys loaded (tamper, a bad identity.json, the disk): nothing of
+                # this unlock stays resident (the adapter forgets the hot keys and their PIN).
+                with contextlib.suppress(TpmError):
+                    self.tpm.unload_hot_keys()
+                raise
+
+    def _open_session(self, pin: str, dek: bytes, kem: KemKey, payer: PaymentKey) -> None:
+        """The rest of an unlock once the DEK is unsealed and the hot keys loaded: decrypt and check the
+        state, collect orphans at the first unlock, hold the session."""
+        with self.lock_:
             if self._tamper is not None:
-                self.tpm.unload_hot_keys()
                 raise Tampered(self._tamper)
             aead = self.aead()
             try:
@@ -369,7 +385,6 @@ class Device:
                 if body.device_id != self.device_id:
                     raise ValueError("state of another device")
             except (statedoc.BadStateDocumentError, ValueError) as exc:
-                self.tpm.unload_hot_keys()
                 self._tamper = "the state body failed its check"
                 log.warning("tamper: %s", self._tamper)
                 raise Tampered(self._tamper) from exc
@@ -414,7 +429,8 @@ class Device:
 
     # -- PIN change ---------------------------------------------------------------------------------------
     def change_pin(self, old_pin: str, new_pin: str) -> None:
-        """Check the old PIN against RAM; reseal the DEK, re-auth the payment key into `pin.next/`; swap."""
+        """Check the old PIN against RAM; reseal the DEK, re-auth the KEM and payment keys into `pin.next/`;
+        swap."""
         with self.lock_:
             session = self._require_session()
             if not self._pin_matches(old_pin):
@@ -426,6 +442,7 @@ class Device:
             files = self.keydir.load()
             try:
                 sealed = self.tpm.seal(session.dek, new_auth)
+                kem_key = self.tpm.change_auth(KeyBlob.from_bytes(files.kem_key), old_auth, new_auth)
                 payment = self.tpm.change_auth(KeyBlob.from_bytes(files.payment_key), old_auth, new_auth)
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
@@ -433,12 +450,15 @@ class Device:
                 raise PinLockout(exc.retry_after) from exc
             self.keydir.write_pin_next(
                 KeyFiles(
-                    sealed_dek=sealed.to_bytes(), payment_key=payment.to_bytes(), identity=files.identity
+                    sealed_dek=sealed.to_bytes(),
+                    payment_key=payment.to_bytes(),
+                    identity=files.identity,
+                    kem_key=kem_key.to_bytes(),
                 )
             )
             self.keydir.swap_pin_next()
             self.tpm.unload_hot_keys()
-            kem, payer = self.tpm.load_hot_keys(self._provisioned.kem, payment, new_auth)
+            kem, payer = self.tpm.load_hot_keys(kem_key, payment, new_auth)
             session.kem = kem
             session.payer = payer
             self._remember_pin(new_pin)
@@ -450,8 +470,24 @@ class Device:
         """An authenticated request: reset the idle timer."""
         self._last_activity = self._clock()
 
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A request in progress (the HTTP layer wraps every authenticated request, body and response
+        streaming included): the device does not auto-lock while one runs, however long an upload takes;
+        the idle timer starts again when it ends. An explicit `lock()` still locks at once."""
+        with self._idle_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle_lock:
+                self._busy -= 1
+                self.touch()
+
     def _check_idle(self) -> bool:
         timeout = self.settings.auto_lock_seconds
+        if self._busy:
+            return False
         if self._wallet is not None and timeout and self._clock() - self._last_activity >= timeout:
             log.info("idle for %d s: auto-lock", timeout)
             self.lock()

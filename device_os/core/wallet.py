@@ -237,6 +237,18 @@ class Wallet:
         if self._closed:
             raise Locked("the device is locked")
 
+    def _dek(self) -> bytes:
+        """The DEK, or Locked once the device locked (lock closes the wallet, then drops the DEK)."""
+        dek = self._s.dek
+        if self._closed or not dek:
+            raise Locked("the device is locked")
+        return dek
+
+    @property
+    def closed(self) -> bool:
+        """The device locked since this wallet was handed out: nothing of it commits or decrypts any more."""
+        return self._closed
+
     def _center_keys(self) -> tuple[ec.EllipticCurvePublicKey, ec.EllipticCurvePublicKey]:
         record = self._body.enrollment
         if record is None:
@@ -417,7 +429,7 @@ class Wallet:
         ke = self._unwrap(order)
         ahead = self._sign_ahead(order, order_jws) if order_jws is not None else None
         content = self._s.content
-        writer = content.writer(self._s.dek, self._s.aead) if mode == "now" else content.raw_writer()
+        writer = content.writer(self._dek(), self._s.aead) if mode == "now" else content.raw_writer()
         try:
             sha256, length = import_stream(chunks, ke, writer, max_length=order.content_length)
         except StreamError as exc:
@@ -629,7 +641,7 @@ class Wallet:
         if entry.mode == "deferred":
             entry = self._materialize(entry)
         try:
-            yield from self._s.content.read(entry.blob, self._s.dek)
+            yield from self._s.content.read(entry.blob, self._dek(), alive=self._check_open)
         except StreamError as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
@@ -638,12 +650,19 @@ class Wallet:
         if entry.mode == "deferred":
             entry = self._materialize(entry)
         try:
-            yield from self._s.content.read_range(entry.blob, self._s.dek, start, length)
+            yield from self._s.content.read_range(
+                entry.blob, self._dek(), start, length, alive=self._check_open
+            )
         except StreamError as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def _materialize(self, entry: LibraryEntry) -> LibraryEntry:
-        """Procedure 2's first open: unwrap Ke again, re-encrypt under the DEK, swap blobs in one commit."""
+        """Procedure 2's first open: unwrap Ke again, re-encrypt under the DEK, swap blobs in one commit.
+
+        The re-encryption runs outside the commit lock (a large item takes long; lock and auto-lock must not
+        wait for it) and stops at the next chunk once the device locks; the commit then takes the lock
+        briefly and checks again that the item is still this deferred one (a concurrent first open may
+        have committed: its result is used and this blob deleted)."""
         with self.lock:
             current = self._entry(entry.item_id)
             if current.mode == "now":
@@ -660,43 +679,50 @@ class Wallet:
                     )
             except (HpkeError, EncodingError) as exc:
                 raise CorruptContent("the stored wrapped key does not open") from exc
-            content = self._s.content
-            writer = content.writer(self._s.dek, self._s.aead)
-            try:
-                decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
-                for chunk in content.raw_chunks(current.blob):
-                    writer.write(decryptor.update(chunk))
-                writer.write(decryptor.finalize())
-            except StreamError as exc:
-                writer.abort()
-                raise CorruptContent(f"stored content: {type(exc).__name__}") from exc
-            except BaseException:
-                writer.abort()
-                raise
-            if writer.length != current.length or not hmac.compare_digest(writer.sha256, current.sha256):
-                writer.abort()
-                raise CorruptContent("stored content does not match its hash")
-            blob = writer.finish()
-            new = current.model_copy(
-                update={
-                    "blob": blob,
-                    "mode": "now",
-                    "wrapped_key": None,
-                    "center_aead": None,
-                    "center_segment_size": None,
-                }
-            )
-            body = self._body
-            try:
-                library = {**body.library, new.item_id: new}
-                self._commit(lambda _c: body.model_copy(update={"library": library}))
-            except (Unavailable, Tampered):
-                raise
-            except BaseException:
-                content.delete(blob)
-                raise
-            content.delete(current.blob)
-            return new
+        content = self._s.content
+        writer = content.writer(self._dek(), self._s.aead)
+        try:
+            decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
+            for chunk in content.raw_chunks(current.blob):
+                self._check_open()
+                writer.write(decryptor.update(chunk))
+            writer.write(decryptor.finalize())
+        except StreamError as exc:
+            writer.abort()
+            raise CorruptContent(f"stored content: {type(exc).__name__}") from exc
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.length != current.length or not hmac.compare_digest(writer.sha256, current.sha256):
+            writer.abort()
+            raise CorruptContent("stored content does not match its hash")
+        blob = writer.finish()
+        try:
+            with self.lock:
+                again = self._entry(entry.item_id)
+                if again == current:
+                    new = current.model_copy(
+                        update={
+                            "blob": blob,
+                            "mode": "now",
+                            "wrapped_key": None,
+                            "center_aead": None,
+                            "center_segment_size": None,
+                        }
+                    )
+                    body = self._body
+                    library = {**body.library, new.item_id: new}
+                    self._commit(lambda _c: body.model_copy(update={"library": library}))
+        except (Unavailable, Tampered):
+            raise
+        except BaseException:
+            content.delete(blob)
+            raise
+        if again != current:  # committed meanwhile (another first open, a repurchase): use that
+            content.delete(blob)
+            return again if again.mode == "now" else self._materialize(again)
+        content.delete(current.blob)
+        return new
 
     def delete_item(self, item_id: str) -> None:
         """Remove an item from the library (one commit), then its blob."""
