@@ -388,7 +388,12 @@ class Device:
                     log.info("first unlock: removed %d orphaned content file(s)", len(removed))
                 self._first_unlock_done = True
             self._session = session
-            self._wallet = Wallet(session, body, pinned_root=self.settings.pinned_root_fingerprint)
+            self._wallet = Wallet(
+                session,
+                body,
+                pinned_root=self.settings.pinned_root_fingerprint,
+                trust_first_center=self.settings.trust_first_center,
+            )
             self._remember_pin(pin)
             self.touch()
             log.info("unlocked")
