@@ -5,9 +5,9 @@ floor to the message's `iat` before judging `exp`, re-checks everything under th
 exactly one commit (or none, when refused: then the TPM counter, `state` and the content directory are
 unchanged).
 
-The purchase hot path issues exactly three TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment),
-NV_Increment (the commit). The signed payment is written inside `state.next` before the increment and returned
-only after it.
+The purchase hot path issues three TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment), NV_Increment (the
+commit), and the store reads the counter back after the increment (NV_Read; docs/device-state.md). The signed
+payment is written inside `state.next` before the increment and returned only after it.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ from protocol.messages import (
 from protocol.money import MAX_AMOUNT
 
 P = TypeVar("P", bound=SignedPayload)
+CONTENT_KEY_SIZE = 32  # Ke (DESIGN.md "Keys"): content stream v1 takes exactly a 256-bit key
 PurchaseMode = Literal["now", "deferred"]
 
 
@@ -410,11 +411,14 @@ class Wallet:
         self._check_open()
         try:
             with _tpm_calls():
-                return hpke.open(
+                ke = hpke.open(
                     self._s.kem, b64url_decode(order.wrapped_key), info=hpke.content_key_info(order.order_id)
                 )
         except (HpkeError, EncodingError) as exc:
             raise InvalidMessage("the order's wrapped key does not open with this device's KEM key") from exc
+        if len(ke) != CONTENT_KEY_SIZE:
+            raise InvalidMessage("the order's wrapped key is not a 32-byte content key")
+        return ke
 
     def stage(
         self,
@@ -641,23 +645,34 @@ class Wallet:
             raise NotFound(f"item {item_id} is not in the library")
         return entry
 
+    def _check_blob(self, entry: LibraryEntry) -> None:
+        """The blob exists and its length is the library's (a lost or swapped file is corrupt content)."""
+        try:
+            length = self._s.content.plaintext_length(entry.blob)
+        except (OSError, StreamError, ValueError) as exc:
+            raise CorruptContent(f"stored content of {entry.item_id} is missing or unreadable") from exc
+        if length != entry.length:
+            raise CorruptContent(f"stored content of {entry.item_id} is not the library's length")
+
     def open_item(self, item_id: str) -> Iterator[bytes]:
         """The plaintext of an owned item; a deferred item is re-encrypted under the DEK first."""
         entry = self._entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
+        self._check_blob(entry)
         try:
             yield from self._s.content.read(entry.blob, self._s.dek)
-        except StreamError as exc:
+        except (StreamError, OSError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def read_range(self, item_id: str, start: int, length: int) -> Iterator[bytes]:
         entry = self._entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
+        self._check_blob(entry)
         try:
             yield from self._s.content.read_range(entry.blob, self._s.dek, start, length)
-        except StreamError as exc:
+        except (StreamError, OSError, ValueError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def _materialize(self, entry: LibraryEntry) -> LibraryEntry:
@@ -678,6 +693,8 @@ class Wallet:
                     )
             except (HpkeError, EncodingError) as exc:
                 raise CorruptContent("the stored wrapped key does not open") from exc
+            if len(ke) != CONTENT_KEY_SIZE:
+                raise CorruptContent("the stored wrapped key is not a 32-byte content key")
             content = self._s.content
             writer = content.writer(self._s.dek, self._s.aead)
             try:
@@ -685,7 +702,7 @@ class Wallet:
                 for chunk in content.raw_chunks(current.blob):
                     writer.write(decryptor.update(chunk))
                 writer.write(decryptor.finalize())
-            except StreamError as exc:
+            except (StreamError, FileNotFoundError) as exc:
                 writer.abort()
                 raise CorruptContent(f"stored content: {type(exc).__name__}") from exc
             except BaseException:
