@@ -169,10 +169,7 @@ def stage_board() -> None:
     data = DEMO_DIR / "board-data"
     listen = f"{link.board_address}:8470"
     log = (DEMO_DIR / "device.log").open("wb")
-    trust = os.environ | {
-        "COFFER_DEVICE_TRUST_FIRST_CENTER": "1"
-    }  # the demo's center is trusted on first use
-    service = link.start_device(data, tpm.tcti, 8470, stdout=log, stderr=subprocess.STDOUT, env=trust)
+    service = link.start_device(data, tpm.tcti, 8470, stdout=log, stderr=subprocess.STDOUT)
     PROCESSES.append(service)
     base = f"http://{listen}"
     _wait_http(f"{base}/v1/health", service)
