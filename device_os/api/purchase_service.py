@@ -24,7 +24,6 @@ staging and deletes its temp blob, nothing is committed (no state change).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
@@ -37,9 +36,8 @@ from device_os.api.handoff import Handoff, HandoffClosed
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import PurchaseAnswer, Wallet
 from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
-from protocol import stream
-from protocol.b64 import b64url_decode
-from protocol.errors import EncodingError, StreamError
+from protocol import jws, stream
+from protocol.errors import JwsError, StreamError
 from protocol.errors import SegmentTooLarge as StreamSegmentTooLarge
 from protocol.messages import Order
 
@@ -67,17 +65,10 @@ class UploadAborted(ApiError):
 def order_id_of(order_jws: str) -> str:
     """The `order_id` of an order JWS, unverified: only to look up a stored answer (DESIGN.md: "answered
     from the stored result before any other check"). Everything else waits for the signature check."""
-    parts = order_jws.split(".")
-    if len(parts) != 3:
-        raise InvalidMessage("Coffer-Order is not a compact JWS")
     try:
-        payload = json.loads(b64url_decode(parts[1]))
-    except (EncodingError, ValueError) as exc:
-        raise InvalidMessage("Coffer-Order is not a compact JWS") from exc
-    value = payload.get("order_id") if isinstance(payload, dict) else None
-    if not isinstance(value, str) or not value:
-        raise InvalidMessage("the order has no order_id")
-    return value
+        return jws.unverified_member(order_jws, "order_id")
+    except JwsError as exc:
+        raise InvalidMessage("Coffer-Order is not a compact JWS with an order_id") from exc
 
 
 def _verify(wallet: Wallet, order_jws: str, repurchase: bool) -> PurchaseAnswer | Order:

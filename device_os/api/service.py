@@ -56,6 +56,7 @@ class DeviceService:
             tampered=status.tampered,
             tamper_reason=status.tamper_reason,
             software_version=self.software_version,
+            root_pinning=self.device.settings.root_pinning(),
         )
 
     def identity(self) -> Identity:
@@ -78,6 +79,8 @@ class DeviceService:
             payment_jwk=ident["payment_jwk"],
             certify_nonce=ident["certify_nonce"],
             certify=certify,
+            root_pinning=self.device.settings.root_pinning(),
+            pinned_root_fingerprint=self.device.settings.pinned_root_fingerprint,
         )
 
     def setup(self, pin: str) -> SetupAnswer:

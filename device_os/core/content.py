@@ -63,7 +63,8 @@ class BlobWriter:
         self._encryptor = None if key is None else stream.Encryptor(key, aead=aead, segment_size=segment_size)
         self._segment_size = segment_size
         self._buf = memoryview(bytearray(0))  # the ciphertext of one write(), reused
-        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with fsio.full_disk_refused():
+            self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._hash = None if key is None else hashlib.sha256()
         self.length = 0
 
@@ -84,8 +85,9 @@ class BlobWriter:
         if self._fd is None:
             raise ValueError("blob writer is closed")
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        with fsio.full_disk_refused():
+            while view:
+                view = view[os.write(self._fd, view) :]
 
     def write(self, data: bytes | memoryview) -> None:
         """Hash `data`, encrypt it into a reused buffer, write that in one write(2); raw: write `data`."""
@@ -108,7 +110,8 @@ class BlobWriter:
             if self._encryptor is not None:
                 self._out(self._encryptor.finalize())
             self._faults("content-after-write")
-            os.fsync(self._fd)
+            with fsio.full_disk_refused():
+                os.fsync(self._fd)
             self._faults("content-after-fsync")
         except BaseException:
             self.abort()
@@ -284,6 +287,12 @@ class ContentStore:
         tail = decryptor.finalize()
         if tail:
             yield tail
+
+    def plaintext_length(self, blob_id: str) -> int:
+        """The plaintext length the blob's header and size imply (OSError, StreamError, ValueError)."""
+        with self.path(blob_id).open("rb") as fh:
+            header = stream.Header.parse(fh.read(stream.HEADER_SIZE), max_segment_size=MAX_SEGMENT_SIZE)
+            return stream.plaintext_length(os.fstat(fh.fileno()).st_size, header.segment_size)
 
     def read_range(
         self, blob_id: str, key: bytes, start: int, length: int, *, alive: Callable[[], object] = _always

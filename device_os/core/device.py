@@ -138,9 +138,11 @@ class Device:
         return device
 
     def close(self) -> None:
-        """Lock, then close the TPM (orderly Shutdown(STATE))."""
-        self.lock()
-        self.tpm.close()
+        """Lock, then close the TPM (orderly Shutdown(STATE), even if the lock failed)."""
+        try:
+            self.lock()
+        finally:
+            self.tpm.close()
 
     def _load_provisioned(self) -> ProvisionedKeys | None:
         path = self.data_dir / PROVISIONED
@@ -166,6 +168,7 @@ class Device:
                 self.lock()
             self._drop_session()
             self._tamper = None
+            self._first_unlock_done = False  # the next unlock collects blobs an interrupted commit left
             self._provisioned = self._load_provisioned()
             if self._provisioned is None:
                 return self.status()
@@ -201,10 +204,14 @@ class Device:
             raise NotProvisioned("the device is not provisioned")
         return self._device_id
 
+    def _tamper_reason(self) -> str | None:
+        """Tamper seen at start or unlock, or by the store under a commit (the counter moved)."""
+        return self._tamper or self.store.tamper
+
     def phase(self) -> Phase:
         if self._provisioned is None:
             return Phase.NOT_PROVISIONED
-        if self._tamper is not None:
+        if self._tamper_reason() is not None:
             return Phase.TAMPERED
         if not self.keydir.present():
             return Phase.NOT_SET_UP
@@ -216,13 +223,13 @@ class Device:
             phase=phase,
             device_id=self._device_id,
             counter=self._recovery.tpm_counter if self._recovery is not None else None,
-            tampered=self._tamper is not None,
-            tamper_reason=self._tamper,
+            tampered=self._tamper_reason() is not None,
+            tamper_reason=self._tamper_reason(),
         )
 
     @property
     def tampered(self) -> bool:
-        return self._tamper is not None
+        return self._tamper_reason() is not None
 
     @property
     def needs_recovery(self) -> bool:
@@ -259,7 +266,7 @@ class Device:
             if phase is Phase.NOT_PROVISIONED:
                 raise NotProvisioned("the device is not provisioned")
             if phase is Phase.TAMPERED:
-                raise Tampered(self._tamper or "tampered")
+                raise Tampered(self._tamper_reason() or "tampered")
             if phase is not Phase.NOT_SET_UP:
                 raise AlreadySetUp("the device is already set up")
             assert self._provisioned is not None
@@ -348,6 +355,8 @@ class Device:
                 raise NotProvisioned("the device is not provisioned")
             if phase is Phase.NOT_SET_UP:
                 raise NotSetUp("the device is not set up")
+            if phase is Phase.TAMPERED:  # before any key file is read or TPM try spent
+                raise Tampered(self._tamper_reason() or "tampered")
             try:
                 auth = check_pin(pin)
             except WeakPin:
@@ -388,6 +397,11 @@ class Device:
                 self._tamper = "the state body failed its check"
                 log.warning("tamper: %s", self._tamper)
                 raise Tampered(self._tamper) from exc
+            tpm_counter = self.tpm.counter_read()  # the counter may have moved since start-up
+            if document.counter != tpm_counter:  # the caller unloads the hot keys
+                self._tamper = f"the state's counter ({document.counter}) is not the TPM's ({tpm_counter})"
+                log.warning("tamper: %s", self._tamper)
+                raise Tampered(self._tamper)
             session = Session(
                 device_id=self.device_id,
                 aead=aead,
@@ -403,7 +417,12 @@ class Device:
                     log.info("first unlock: removed %d orphaned content file(s)", len(removed))
                 self._first_unlock_done = True
             self._session = session
-            self._wallet = Wallet(session, body, pinned_root=self.settings.pinned_root_fingerprint)
+            self._wallet = Wallet(
+                session,
+                body,
+                pinned_root=self.settings.pinned_root_fingerprint,
+                trust_first_center=self.settings.trust_first_center,
+            )
             self._remember_pin(pin)
             self.touch()
             log.info("unlocked")
@@ -500,8 +519,9 @@ class Device:
             return self._check_idle()
 
     def _require_session(self) -> Session:
-        if self._tamper is not None:
-            raise Tampered(self._tamper)
+        reason = self._tamper_reason()
+        if reason is not None:
+            raise Tampered(reason)
         self._check_idle()
         if self._session is None:
             if self.phase() is Phase.NOT_SET_UP:

@@ -57,12 +57,17 @@ class KeyDirectory:
 
     def _write_set(self, directory: Path, files: KeyFiles) -> None:
         fsio.remove_tree(directory)
-        directory.mkdir(mode=0o700)
-        contents = (files.sealed_dek, files.payment_key, files.identity, files.kem_key)
-        for name, data in zip(FILES, contents, strict=True):
-            fsio.write_file(directory / name, data)
-        fsio.fsync_dir(directory)
-        fsio.fsync_dir(self.data_dir)
+        try:
+            with fsio.full_disk_refused():
+                directory.mkdir(mode=0o700)
+                contents = (files.sealed_dek, files.payment_key, files.identity, files.kem_key)
+                for name, data in zip(FILES, contents, strict=True):
+                    fsio.write_file(directory / name, data)
+                fsio.fsync_dir(directory)
+                fsio.fsync_dir(self.data_dir)
+        except BaseException:
+            fsio.remove_tree(directory)
+            raise
 
     # -- setup --------------------------------------------------------------------------------------------
     def write_setup_next(self, files: KeyFiles) -> None:
