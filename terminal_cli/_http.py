@@ -70,7 +70,11 @@ def raise_problem(origin: Origin, response: httpx.Response) -> NoReturn:
     with contextlib.suppress(httpx.ResponseNotRead, json.JSONDecodeError, UnicodeDecodeError):
         body = json.loads(response.content) if response.content else None
     if not isinstance(body, dict):
-        body = {"type": "about:blank", "title": f"HTTP {response.status_code}", "status": response.status_code}
+        body = {
+            "type": "about:blank",
+            "title": f"HTTP {response.status_code}",
+            "status": response.status_code,
+        }
     raise from_problem(origin, body, response.status_code)
 
 

@@ -1,7 +1,7 @@
 """A typed client of the device API (docs/device-api.md, docs/device-purchases.md) over httpx.
 
-terminal_cli never imports device_os (DESIGN.md: programs import `protocol` only), so the answers are read into
-the small models below, which ignore members they do not know (a newer device may add some). Every call
+terminal_cli never imports device_os (DESIGN.md: programs import `protocol` only), so the answers are read
+into the small models below, which ignore members they do not know (a newer device may add some). Every call
 translates failures once: transport errors → DeviceUnreachable, problem+json → the errors.py tree.
 """
 
@@ -80,11 +80,17 @@ class PurchaseAnswer(_Answer):
 class DeviceClient:
     """One board, reached at `base_url` (its USB link address). `token` is the bearer from `unlock`."""
 
-    def __init__(self, base_url: str, *, token: str | None = None, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self, base_url: str, *, token: str | None = None, transport: httpx.BaseTransport | None = None
+    ):
         self.base_url = check_device_url(base_url)
         self.token = token
         self._http = httpx.Client(
-            base_url=self.base_url, timeout=_TIMEOUT, transport=transport, headers={"User-Agent": USER_AGENT}
+            base_url=self.base_url,
+            timeout=_TIMEOUT,
+            transport=transport,
+            headers={"User-Agent": USER_AGENT},
+            trust_env=False,  # the USB link never goes through a proxy
         )
 
     def close(self) -> None:

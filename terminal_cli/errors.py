@@ -189,7 +189,11 @@ _BY_ORIGIN: dict[tuple[Origin, str], type[ProblemError]] = {
 NAMED_FAILURES: tuple[tuple[int, str, str], ...] = (
     (NoDeviceFound.exit_code, "no-device", "no board found (and no --device / COFFER_DEVICE)"),
     (DeviceUnreachable.exit_code, "device-unreachable", "the board's address does not answer"),
-    (CenterUnreachable.exit_code, "center-unreachable", "the center does not answer (DNS, TCP, TLS, timeout)"),
+    (
+        CenterUnreachable.exit_code,
+        "center-unreachable",
+        "the center does not answer (DNS, TCP, TLS, timeout)",
+    ),
     (DeviceLocked.exit_code, "device-locked", "the device is locked (unlock it, or set COFFER_PIN)"),
     (WrongPin.exit_code, "wrong-pin", "wrong PIN (the message says how many tries are left)"),
     (PinLockout.exit_code, "pin-lockout", "TPM lockout after too many wrong PINs (retry after N s)"),
