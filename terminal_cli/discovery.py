@@ -14,7 +14,9 @@ import json
 import re
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import pyudev
 
@@ -39,6 +41,9 @@ class Board:
     @property
     def url(self) -> str | None:
         return f"http://{self.address}:{DEVICE_PORT}" if self.address else None
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "url": self.url}
 
 
 def _link_addresses(interface: str) -> tuple[str | None, str | None]:
@@ -103,8 +108,11 @@ def find_boards(context: pyudev.Context | None = None) -> list[Board]:
     return sorted((b for b in boards if b is not None), key=lambda b: b.device_id)
 
 
-def wait_for_board(timeout: float, context: pyudev.Context | None = None) -> Board:
-    """The first board present now or plugged in within `timeout` seconds (a udev `add` event)."""
+def wait_for_board(
+    timeout: float, context: pyudev.Context | None = None, on_wait: Callable[[], None] | None = None
+) -> Board:
+    """The first board present now or plugged in within `timeout` seconds (a udev `add` event); `on_wait` is
+    called once when none is present yet and listening begins."""
     context = context or pyudev.Context()
     monitor = pyudev.Monitor.from_netlink(context)
     monitor.filter_by(subsystem="net")
@@ -112,6 +120,8 @@ def wait_for_board(timeout: float, context: pyudev.Context | None = None) -> Boa
     present = find_boards(context)
     if present:
         return present[0]
+    if on_wait is not None:
+        on_wait()
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         device = monitor.poll(timeout=left)

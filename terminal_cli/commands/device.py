@@ -22,7 +22,7 @@ def _boards_view(boards: list[Board]) -> View:
         rows = [(b.device_id, b.interface, b.driver, b.address, b.url) for b in boards]
         return render.table(["device_id", "interface", "driver", "board address", "URL"], rows)
 
-    return View(boards, draw)
+    return View([b.as_json() for b in boards], draw)
 
 
 @command(app, "devices")
@@ -31,7 +31,11 @@ def devices(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 60.0,
 ) -> View:
     """Boards plugged in over USB (their device_id, interface and address)."""
-    boards = [wait_for_board(timeout)] if wait else find_boards()
+
+    def waiting() -> None:
+        render.err.print(f"waiting up to {timeout:.0f} s for a board to be plugged in…")
+
+    boards = [wait_for_board(timeout, on_wait=waiting)] if wait else find_boards()
     return _boards_view(boards)
 
 
