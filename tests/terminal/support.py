@@ -172,3 +172,77 @@ class Cli:
 
 def run_all(cli: Cli, commands: Sequence[Sequence[str]]) -> list[Any]:
     return [cli.json(*c) for c in commands]
+
+
+@dataclass
+class CenterServer:
+    """The real center (`center serve`) with the sample catalog, trusting swtpm's EK CA, on 127.0.0.1."""
+
+    data: Path
+    ek_ca: Path
+    welcome_credit: int = 1000
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    extra: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+    item_ids: list[str] = field(default_factory=list)
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen}"
+
+    def build(self) -> CenterServer:
+        from center.demo import build_demo_catalog
+
+        self.item_ids = build_demo_catalog(self.data, self.listen)
+        return self
+
+    def admin(self, *args: str) -> Any:
+        """`center ARGS --data DATA --json` on the server host; its JSON answer."""
+        result = subprocess.run(
+            [sys.executable, "-m", "center", *args, "--data", str(self.data), "--json"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"center {args}: {result.stderr}"
+        return json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else result.stdout
+
+    def add_item(self, files: Sequence[Path], title: str, price: int) -> str:
+        answer = self.admin(
+            "item", "add", *map(str, files), "--title", title, "--price", str(price), "--currency", "JPY"
+        )
+        item_id: str = answer["item_id"]
+        return item_id
+
+    def credit(self, device_id: str, amount: int) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "center", "credit", "issue", "--device", device_id,
+             "--prepaid", str(amount), "JPY", "--data", str(self.data)],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def serve_argv(self) -> list[str]:
+        return [
+            sys.executable, "-m", "center", "serve", "--data", str(self.data), "--listen", self.listen,
+            "--ek-ca", str(self.ek_ca), "--welcome-credit", str(self.welcome_credit), *self.extra,
+        ]  # fmt: skip
+
+    def start(self) -> CenterServer:
+        self.process = subprocess.Popen(
+            self.serve_argv(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_http(f"{self.url}/v1/health", self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
