@@ -77,7 +77,7 @@ class Board:
 
     def start(self, env: Mapping[str, str] | None = None) -> Board:
         argv = ["serve", "--data", str(self.data), "--tcti", self.tcti, "--listen", f"127.0.0.1:{self.port}"]
-        environ = {**os.environ, "COFFER_DEVICE_TRUST_FIRST_CENTER": "1", **(env or {})}
+        environ = {**os.environ, **(env or {})}  # no pinned root: the first center is pinned (the demo's way)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "device_os", *argv],
             cwd=ROOT,
