@@ -3,7 +3,7 @@
 `create_app` refuses to start if a route is missing here, and `tests/center/test_access.py` fails the same
 way.
 The catalog is public; admin actions (`center item add|remove`, …) are CLI commands on the server host, never
-routes. Later issues add `device-token` routes (orders) here.
+routes. `DEVICE_TOKEN` routes take the device's bearer token (center.api.deps.get_device).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from center.errors import ConfigError
 
 
 class Access(Enum):
-    PUBLIC = "public"  # anyone: the storefront, the catalog, the key set, health
+    PUBLIC = "public"  # anyone: the storefront, the catalog, the key set, health, enrollment (attested)
+    DEVICE_TOKEN = "device-token"  # noqa: S105 - a policy name. Authorization: Bearer <the device token from the enrollment answer>
 
 
 POLICIES: dict[tuple[str, str], Access] = {
@@ -30,6 +31,14 @@ POLICIES: dict[tuple[str, str], Access] = {
     ("GET", "/v1/items/{item_id}"): Access.PUBLIC,
     ("GET", "/v1/items/{item_id}/previews/{n}"): Access.PUBLIC,
     ("GET", "/openapi.json"): Access.PUBLIC,
+    ("POST", "/v1/devices"): Access.PUBLIC,
+    ("POST", "/v1/devices/{device_id}/activate"): Access.PUBLIC,
+    ("POST", "/v1/credits/redeem"): Access.DEVICE_TOKEN,
+    ("POST", "/v1/orders"): Access.DEVICE_TOKEN,
+    ("GET", "/v1/orders/{order_id}"): Access.DEVICE_TOKEN,
+    ("GET", "/v1/orders/{order_id}/content"): Access.DEVICE_TOKEN,
+    ("POST", "/v1/orders/{order_id}/payment"): Access.DEVICE_TOKEN,
+    ("POST", "/v1/statements"): Access.DEVICE_TOKEN,
 }
 
 

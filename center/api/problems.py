@@ -48,7 +48,7 @@ async def handle(request: Request, exc: Exception) -> Response:
         if exc.slug == "internal-error":
             log.error("center error on %s %s: %s", request.method, request.url.path, exc.message)
             return _problem("internal-error", None)
-        headers = {"Retry-After": "5"} if exc.slug == "service-unavailable" else None
+        headers = {"Retry-After": "5"} if exc.slug == "service-unavailable" else getattr(exc, "headers", None)
         return _problem(exc.slug, exc.message, headers, **exc.extensions)
     if isinstance(exc, RequestValidationError):
         errors = [
