@@ -81,13 +81,14 @@ class Pc:
         return json.loads(result.stdout)
 
 
-def issue_credit(console: Console, center_data: Path, device_id: str, amount: int) -> str:
+def issue_credit(console: Console, center_data: Path, center_url: str, device_id: str, amount: int) -> str:
     """The seller's side, on the server host: a one-time code for a prepaid credit."""
     argv = ["credit", "issue", "--device", device_id, "--prepaid", str(amount), "JPY"]
     console.print(f"\n[bold magenta]seller$[/] center {shlex.join(argv)}")
     result = subprocess.run(
         [sys.executable, "-m", "center", *argv, "--data", str(center_data)],
         cwd=ROOT,
+        env={**os.environ, "COFFER_CENTER_LISTEN": center_url.split("://", 1)[1]},  # the server's issuer
         capture_output=True,
         text=True,
         check=False,
@@ -113,7 +114,7 @@ def run(
     pc.type("device", "unlock")
     pc.type("enroll")
     device_id = pc.ask("device", "status")["device_id"]
-    code = issue_credit(console, center_data, device_id, 1000)
+    code = issue_credit(console, center_data, pc.center, device_id, 1000)
     pc.type("redeem", code)
     pc.type("catalog")
     item = next(i for i in pc.ask("catalog") if i["title"] == item_title)

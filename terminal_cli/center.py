@@ -127,7 +127,7 @@ class CenterClient:
     def redeem(self, code: str, device_id: str) -> CreditAnswer:
         body = RedeemRequest(code=code, device_id=device_id).model_dump()
         return CreditAnswer.model_validate_json(
-            self._request("POST", "/v1/credits/redeem", json=body).content
+            self._request("POST", "/v1/credits/redeem", auth=True, json=body).content
         )
 
     # -- orders (flow 5) ---------------------------------------------------------------------------------

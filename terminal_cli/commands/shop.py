@@ -307,7 +307,7 @@ def redeem(code: Annotated[str, typer.Argument(help="A one-time credit code from
     """Redeem a credit code at the center and put the credit on the board."""
     s = session()
     device = s.unlocked_device()
-    credit = s.center.redeem(code, s.device_id())
+    credit = s.enrolled_center().redeem(code, s.device_id())
     try:
         device.apply_credit(credit.credit)
     except ProblemError as exc:

@@ -195,6 +195,11 @@ class CenterServer:
     def url(self) -> str:
         return f"http://{self.listen}"
 
+    @property
+    def admin_env(self) -> dict[str, str]:
+        """Admin commands sign with the server's issuer (its listen address)."""
+        return {**os.environ, "COFFER_CENTER_LISTEN": self.listen}
+
     def build(self) -> CenterServer:
         from center.demo import build_demo_catalog
 
@@ -206,6 +211,7 @@ class CenterServer:
         result = subprocess.run(
             [sys.executable, "-m", "center", *args, "--data", str(self.data), "--json"],
             cwd=ROOT,
+            env=self.admin_env,
             capture_output=True,
             text=True,
             check=False,
@@ -224,7 +230,7 @@ class CenterServer:
         result = subprocess.run(
             [sys.executable, "-m", "center", "credit", "issue", "--device", device_id,
              "--prepaid", str(amount), "JPY", "--data", str(self.data)],
-            cwd=ROOT, capture_output=True, text=True, check=False,
+            cwd=ROOT, env=self.admin_env, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
