@@ -85,11 +85,13 @@ def test_money_and_trust_failures_have_their_exit_codes(shop: Shop, tmp_path: Pa
 
     # insufficient funds: spend down, then the center refuses the order (402) and nothing changes
     cheap = sorted(catalog, key=lambda i: i["price"]["amount"])
+    bought = set()
     for item in cheap:
         if _prepaid(shop) < item["price"]["amount"]:
             break
         shop.purchase(item["item_id"])
-    poor = next(i for i in catalog if i["price"]["amount"] > _prepaid(shop))
+        bought.add(item["item_id"])
+    poor = next(i for i in cheap if i["item_id"] not in bought and i["price"]["amount"] > _prepaid(shop))
     before = _prepaid(shop)
     failed = cli.fails(29, "purchase", poor["item_id"])
     assert "hint: redeem" in failed.stderr
