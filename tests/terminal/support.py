@@ -219,9 +219,19 @@ class CenterServer:
         assert result.returncode == 0, f"center {args}: {result.stderr}"
         return json.loads(result.stdout) if result.stdout.strip().startswith(("{", "[")) else result.stdout
 
-    def add_item(self, files: Sequence[Path], title: str, price: int) -> str:
+    def add_item(self, files: Sequence[Path], title: str, price: int, preview: Path | None = None) -> str:
+        trial = ["--preview", str(preview)] if preview else []
         answer = self.admin(
-            "item", "add", *map(str, files), "--title", title, "--price", str(price), "--currency", "JPY"
+            "item",
+            "add",
+            *map(str, files),
+            "--title",
+            title,
+            "--price",
+            str(price),
+            "--currency",
+            "JPY",
+            *trial,
         )
         item_id: str = answer["item_id"]
         return item_id

@@ -7,6 +7,7 @@ import hashlib
 import os
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def test_killed_mid_purchase_then_finished_once(shop: Shop, tmp_path: Path, fini
         time.sleep(0.01)
     time.sleep(rng.uniform(0.0, 0.3))  # somewhere in the stream (or the commit)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()
 
     if finish == "rerun":
         done = shop.purchase(item_id)
@@ -77,8 +78,23 @@ def test_killed_mid_purchase_then_finished_once(shop: Shop, tmp_path: Path, fini
     assert receipt["receipt_on_device"] is True
     opened = shop.cli.json("open", item_id, "-o", str(tmp_path / "out.bin"))
     assert opened["sha256"] == sha
+    _one_settled_order(shop, item_id, before - 400)
+
+
+def _one_settled_order(shop: Shop, item_id: str, balance: int) -> None:
+    """The center's view: one order for the item, paid; no hold left; the wallet account debited once."""
+    with sqlite3.connect(shop.center.data / "center.db") as db:
+        rows = db.execute(
+            "SELECT paid_at IS NOT NULL FROM orders WHERE device_id = ? AND item_id = ?",
+            (shop.device_id, item_id),
+        ).fetchall()
+    assert rows == [(1,)]
     ledger = shop.center.admin("ledger", "report", "--device", shop.device_id)
-    assert ledger["balanced"] is True, ledger
+    assert ledger["checks"]["ok"] is True, ledger["checks"]
+    assert ledger["unpaid_deliveries"] == []
+    (wallet,) = [a for a in ledger["accounts"] if a["kind"] == "wallet"]
+    assert wallet["held"] == 0
+    assert wallet["balance"] == balance
 
 
 def test_a_payment_relayed_twice_settles_once(shop: Shop) -> None:
@@ -112,3 +128,4 @@ def test_a_payment_relayed_twice_settles_once(shop: Shop) -> None:
         assert center.order(order.order_id).state == "paid"
         del purchaser
     assert shop.cli.json("sync")["statement"]["matches"] is True
+    _one_settled_order(shop, item["item_id"], 1000 - item["price"]["amount"])
