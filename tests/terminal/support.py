@@ -106,6 +106,8 @@ class Cli:
 
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Runs the CLI through this (e.g. `ip netns exec NS`, `umockdev-run -d FILE --`).
+    prefix: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("config", "state", "runtime"):
@@ -133,7 +135,7 @@ class Cli:
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "terminal_cli", *args],
+            [*self.prefix, sys.executable, "-m", "terminal_cli", *args],
             cwd=ROOT,
             env=self.environ(env),
             capture_output=True,
@@ -145,7 +147,7 @@ class Cli:
 
     def popen(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "terminal_cli", *args],
+            [*self.prefix, sys.executable, "-m", "terminal_cli", *args],
             cwd=ROOT,
             env=self.environ(env),
             stdout=subprocess.PIPE,
@@ -184,6 +186,7 @@ class CenterServer:
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     extra: tuple[str, ...] = ()
+    issuer: str | None = None  # when served under another URL (HTTPS): admin commands sign with it too
     process: subprocess.Popen[bytes] | None = None
     item_ids: list[str] = field(default_factory=list)
 
@@ -198,7 +201,8 @@ class CenterServer:
     @property
     def admin_env(self) -> dict[str, str]:
         """Admin commands sign with the server's issuer (its listen address)."""
-        return {**os.environ, "COFFER_CENTER_LISTEN": self.listen}
+        issuer = {"COFFER_CENTER_ISSUER": self.issuer} if self.issuer else {}
+        return {**os.environ, "COFFER_CENTER_LISTEN": self.listen, **issuer}
 
     def build(self) -> CenterServer:
         from center.demo import build_demo_catalog
