@@ -59,7 +59,11 @@ class Pc:
         self.console.print(f"\n[bold cyan]$[/] {shown + ' ' if shown else ''}terminal_cli {shlex.join(args)}")
         sys.stdout.flush()
         code = subprocess.run(
-            [sys.executable, "-m", "terminal_cli", *args], cwd=ROOT, env=self._env(env), check=False
+            [sys.executable, "-m", "terminal_cli", *args],
+            cwd=ROOT,
+            env=self._env(env),
+            stderr=subprocess.STDOUT,  # errors and progress in the story, where the user would see them
+            check=False,
         ).returncode
         if code != 0:
             self.console.print(f"[dim](exit {code})[/]")

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from rich.console import Console, RenderableType
 from rich.markup import escape
 
-__all__ = ["View", "error", "escape", "pairs", "plain", "show", "table"]
+__all__ = ["View", "error", "escape", "pairs", "plain", "purse", "show", "table"]
 from rich.table import Table
 
 from terminal_cli.errors import TerminalError
@@ -69,6 +69,11 @@ def pairs(items: Sequence[tuple[str, Any]], *, title: str | None = None) -> Tabl
     for key, value in items:
         grid.add_row(key, "-" if value is None else str(value))
     return grid
+
+
+def purse(amounts: dict[str, int]) -> str:
+    """{'JPY': 500} as "500 JPY" (minor units, as the wire carries them)."""
+    return ", ".join(f"{amount} {currency}" for currency, amount in sorted(amounts.items())) or "0"
 
 
 def show(value: Any, *, as_json: bool) -> None:

@@ -155,7 +155,7 @@ def enroll() -> View:
             ("center root pinned", data["root_fingerprint"]),
             ("attestation", "EK certificate, TPM2_Certify and credential activation accepted"),
             ("welcome credit", "applied" if welcome else "none"),
-            ("prepaid", wallet.purses.prepaid),
+            ("prepaid", render.purse(wallet.purses.prepaid)),
         ]
         return render.pairs(rows, title="enrolled")
 

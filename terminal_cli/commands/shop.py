@@ -180,7 +180,7 @@ def _reporter() -> Iterator[Reporter]:
         DownloadColumn(),
         TransferSpeedColumn(),
     )
-    with Progress(*columns, console=render.err, transient=False) as progress:
+    with Progress(*columns, console=render.err, transient=True) as progress:
         yield _RichReporter(progress)
 
 
@@ -318,7 +318,10 @@ def redeem(code: Annotated[str, typer.Argument(help="A one-time credit code from
     data = {**credit.model_dump(mode="json", exclude={"credit"}), "prepaid": w.purses.prepaid}
     return View(
         data,
-        lambda: f"credit {credit.credit_id} ({credit.kind}, {what}) applied; prepaid now {w.purses.prepaid}",
+        lambda: (
+            f"credit {credit.credit_id} ({credit.kind}, {what}) applied; "
+            f"prepaid now {render.purse(w.purses.prepaid)}"
+        ),
     )
 
 
