@@ -79,7 +79,10 @@ class ProblemError(TerminalError):
     """An application/problem+json answer from the center or the device."""
 
     def __init__(self, origin: Origin, problem: ProblemDetails, *, hint: str | None = None) -> None:
-        detail = f": {problem.detail}" if problem.detail else ""
+        same = (
+            problem.detail is not None and problem.detail.casefold().strip(". ") == problem.title.casefold()
+        )
+        detail = f": {problem.detail}" if problem.detail and not same else ""
         super().__init__(f"{origin}: {problem.title}{detail}", hint=hint)
         self.origin: Origin = origin
         self.problem = problem
@@ -140,7 +143,7 @@ class PinLockout(ProblemError):
 
 class DeviceTampered(ProblemError):
     exit_code = 26
-    hint = "the device refuses to spend; its state failed the integrity check"
+    hint = "its state does not match its TPM (restored from a copy, altered or damaged): it spends nothing"
 
 
 class DeviceRevoked(ProblemError):

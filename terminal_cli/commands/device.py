@@ -11,7 +11,7 @@ import typer
 from terminal_cli import config, render
 from terminal_cli.cli import app, command, device_app, session
 from terminal_cli.discovery import Board, find_boards, wait_for_board
-from terminal_cli.errors import DeviceLocked, TerminalError, UsageError
+from terminal_cli.errors import DeviceLocked, DeviceTampered, TerminalError, UsageError
 from terminal_cli.render import View
 
 
@@ -104,6 +104,8 @@ def status() -> View:
             data["wallet"] = s.device.wallet().model_dump(mode="json")
         except DeviceLocked:
             s.forget_token()
+        except DeviceTampered:
+            pass  # health says so already
 
     def draw() -> Any:
         rows = [(k, v) for k, v in data.items() if k != "wallet"]
