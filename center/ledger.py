@@ -129,11 +129,14 @@ class Ledger:
         *,
         pending: bool = False,
         order_id: str | None = None,
+        fresh: bool = False,
     ) -> bool:
-        """Write transaction `txn_id` with `legs` (posted, or holds when `pending`); False if it exists."""
+        """Write transaction `txn_id` with `legs` (posted, or holds when `pending`); False if it exists.
+        `fresh`: the caller just made the id up (a new order's), so the existence check is skipped; the
+        primary key still refuses a duplicate."""
         if pending:
-            return self.transact(txn_id, kind, holds=legs, order_id=order_id)
-        return self.transact(txn_id, kind, legs=legs, order_id=order_id)
+            return self.transact(txn_id, kind, holds=legs, order_id=order_id, fresh=fresh)
+        return self.transact(txn_id, kind, legs=legs, order_id=order_id, fresh=fresh)
 
     def resolve(
         self, txn_id: str, kind: str, pending_ids: Iterable[str], *, post: bool, order_id: str | None = None
@@ -154,11 +157,12 @@ class Ledger:
         post_holds: Iterable[str] = (),
         void_holds: Iterable[str] = (),
         order_id: str | None = None,
+        fresh: bool = False,
     ) -> bool:
         """One ledger transaction: new posted `legs`, new `holds`, and open holds posted or voided. False (and
         nothing written) if `txn_id` exists. Resolving a hold twice fails on the unique `pending_id`, which
         rolls the caller's database transaction back."""
-        if self.exists(txn_id):
+        if not fresh and self.exists(txn_id):
             return False
         self.session.add(LedgerTxn(txn_id=txn_id, kind=kind, order_id=order_id, created_at=self.now))
         self.session.flush()  # the transaction row before its transfers (no ORM relationship orders them)
@@ -302,12 +306,15 @@ class Ledger:
         return found[0] if found else None
 
     def available(self, account_id: str) -> int:
-        """What a limited account can still pay (one row read)."""
+        """What a limited account can still pay (one row read; 0 for an account not opened yet)."""
+        return self.available_or_none(account_id) or 0
+
+    def available_or_none(self, account_id: str) -> int | None:
         a = LedgerAccount
         value = self.session.scalar(
             select(a.credits_posted - a.debits_posted - a.debits_pending).where(a.account_id == account_id)
         )
-        return int(value or 0)
+        return None if value is None else int(value)
 
     def require_covered(self, account_ids: Iterable[str]) -> None:
         """Every liability listed still has balance − holds ≥ 0 (the CHECK constraint already holds it; this
