@@ -4,7 +4,8 @@ Provision (EK certificate from a local CA, attestation and KEM keys, wallet coun
 unseal the DEK under a PIN (and a wrong PIN refused), an HPKE content key opened by the TPM-held KEM key,
 a payment signature verified in software, TPM2_Certify and credential activation checked by the center's
 pure-software verifiers, the NV counter incremented, and the TPM command count (the purchase hot path is
-four commands: ECDH_ZGen, Sign, NV_Increment and the NV_Read that checks the counter, docs/device-purchases.md). `run(console_print)` takes any print-like callable; `python -m scripts.demo_tpm` runs it.
+four commands: ECDH_ZGen, Sign, NV_Increment, and NV_Read checking the counter: docs/device-purchases.md).
+`run(console_print)` takes any print-like callable; `python -m scripts.demo_tpm` runs it.
 """
 
 from __future__ import annotations
