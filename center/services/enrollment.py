@@ -23,6 +23,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -95,13 +96,11 @@ class Binding:
         return cls(device.ek_hash, device.ak_public, device.kem_jwk, device.payment_jwk)
 
 
-def _same_key(pem: str, jwk: Jwk, certified: object) -> bool:
-    try:
-        from_pem = public_key_from_pem(pem).public_numbers()
-    except EncodingError:
-        return False
-    key = jwk.public_key().public_numbers()
-    return from_pem == key == getattr(certified, "public_numbers", lambda: None)()
+def _same_key(pem: str, jwk: Jwk, certified: ec.EllipticCurvePublicKey) -> bool:
+    """The key the TPM certified is the one the device names, in PEM and as a JWK (EncodingError if not a
+    P-256 key)."""
+    wanted = certified.public_numbers()
+    return public_key_from_pem(pem).public_numbers() == wanted == jwk.public_key().public_numbers()
 
 
 class EnrollmentService:
