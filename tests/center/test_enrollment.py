@@ -202,3 +202,26 @@ def test_a_reflashed_board_cannot_rebind_until_reset(
         assert center.balance(f"wallet:{device_id}:JPY") == WELCOME  # reset moved no money, granted none
     finally:
         reflashed.stop()
+
+
+def test_a_second_device_on_the_same_tpm_gets_no_second_welcome_credit(
+    center: Center, device: LiveDevice, swtpm: SwtpmInstance, tmp_path: Path
+) -> None:
+    token = device.unlock()
+    first = enroll(center, device, token)
+    assert first.status_code == 200
+    assert first.json()["welcome_credit"] is not None
+    device.stop()  # one device service per TPM at a time
+    other = LiveDevice(make_settings(tmp_path / "other", swtpm.tcti), FakeClock()).start()
+    try:
+        other.setup()
+        identity = other.identity()
+        assert identity["device_id"] != first.json()["device_id"]  # a new attestation key, the same EK
+        second = enroll(center, other, other.unlock(), identity)
+        assert second.status_code == 200, second.text
+        assert second.json()["welcome_credit"] is None
+        assert center.balance(f"wallet:{identity['device_id']}:JPY") == 0
+        assert center.balance(f"wallet:{first.json()['device_id']}:JPY") == WELCOME
+        assert center.report()["checks"]["ok"]
+    finally:
+        other.stop()
