@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from center.db import tx
-from center.db.commerce import Device, WelcomeGrant
+from center.db.commerce import Device, EnrollmentChallenge, WelcomeGrant
 from center.services.catalog import CatalogService
+from center.services.enrollment import MAX_OPEN
 from center.settings import CenterSettings
 from protocol.b64 import b64url_decode, b64url_encode
 from tests.center.commerce import Center, problem
@@ -225,3 +226,13 @@ def test_a_second_device_on_the_same_tpm_gets_no_second_welcome_credit(
         assert center.report()["checks"]["ok"]
     finally:
         other.stop()
+
+
+def test_replayed_identities_keep_few_open_challenges(center: Center, device: LiveDevice) -> None:
+    token = device.unlock()
+    identity = device.identity()
+    for _ in range(10):  # the identity is public: anyone may replay it
+        assert center.client.request("POST", "/v1/devices", json=identity).status_code == 201
+    with tx.read(center.commerce.sessions) as session:
+        assert session.scalar(select(func.count()).select_from(EnrollmentChallenge)) == MAX_OPEN
+    assert enroll(center, device, token, identity).status_code == 200  # the newest still activates
