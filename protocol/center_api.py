@@ -64,11 +64,12 @@ class CertifyPair(_Model):
     payment: CertifyEvidenceJson
 
 
-class DeviceIdentity(_Model):
+class DeviceIdentity(BaseModel):
     """`POST /v1/devices`: the device's `GET /v1/identity` answer, relayed unchanged (docs/device-api.md).
 
-    Members the center does not use (how the device pins the center root, and whatever a newer device
-    software adds) are ignored, so a device update never breaks enrollment."""
+    Members the center does not judge (the device also publishes e.g. its root pinning) are ignored, so the
+    device may add to its identity without breaking enrollment; everything declared here is verified.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from center.api.app import create_app
 from center.db import tx
@@ -25,7 +25,7 @@ from protocol.b64 import b64url_decode, b64url_encode
 from protocol.keys import device_id_for
 from protocol.messages import Jwk, Order, Payment, Receipt, Statement, message_hash
 from protocol.pricing import Purses
-from tests.center.conftest import _ENGINES, AppClient
+from tests.center.conftest import _ENGINES, AppClient, Postgres
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -200,3 +200,15 @@ def problem(r: Any, slug: str, status: int) -> None:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json"), r.headers
     assert json.loads(r.text)["type"] == f"urn:coffer:problem:{slug}", r.text
+
+
+def fresh_database(postgres: Postgres) -> str:
+    """A new, empty database on the session's PostgreSQL server; returns its URL."""
+    name = "coffer_" + secrets.token_hex(6)
+    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return postgres.url.rsplit("/", 1)[0] + "/" + name
