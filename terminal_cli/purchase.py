@@ -234,6 +234,13 @@ class Purchaser:
             except ProblemError as exc:
                 if exc.slug == "order-settled":  # committed and receipted earlier: finish the bookkeeping
                     return PurchaseAnswer(order_id=order_id, payment="", counter=-1), stream
+                if exc.origin == "center" and self.center.order(order_id).state == "expired":
+                    self.journal.finish(entry)  # the center will not deliver it any more: order afresh
+                    raise OrderExpired.locally(
+                        "message-expired",
+                        f"order {order_id} expired before it was delivered",
+                        origin="center",
+                    ) from exc
                 raise
             self.reporter.step(
                 f"device: Ke unwrapped in the TPM, payment signed, state counter {answer.counter}"

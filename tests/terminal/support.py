@@ -187,6 +187,7 @@ class CenterServer:
     host: str = "127.0.0.1"
     extra: tuple[str, ...] = ()
     issuer: str | None = None  # when served under another URL (HTTPS): admin commands sign with it too
+    env: dict[str, str] = field(default_factory=dict)  # COFFER_CENTER_* settings of the server
     process: subprocess.Popen[bytes] | None = None
     item_ids: list[str] = field(default_factory=list)
 
@@ -257,7 +258,11 @@ class CenterServer:
 
     def start(self) -> CenterServer:
         self.process = subprocess.Popen(
-            self.serve_argv(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.serve_argv(),
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_http(f"{self.url}/v1/health", self.process)
         return self
