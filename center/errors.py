@@ -8,7 +8,6 @@
     │   └── PreviewTooLargeError    no preview fits the size rule
     ├── NotFoundError               not-found (404)
     │   └── ItemNotFoundError
-    ├── RangeNotSatisfiableError    range-not-satisfiable (416)
     ├── BadRequestError             bad-request (400): a malformed cursor
     ├── StorageError                internal-error (500): the blob store failed
     ├── DatabaseUnavailableError    service-unavailable (503)
@@ -75,14 +74,6 @@ class ItemNotFoundError(NotFoundError):
     def __init__(self, item_id: str) -> None:
         super().__init__(f"no item {item_id!r}")
         self.item_id = item_id
-
-
-class RangeNotSatisfiableError(CenterError):
-    slug = "range-not-satisfiable"
-
-    def __init__(self, length: int) -> None:
-        super().__init__(f"the range lies outside the {length} bytes")
-        self.length = length
 
 
 class BadRequestError(CenterError):

@@ -105,7 +105,9 @@ class SimulatedLink:
         if provision.returncode != 0:
             raise LinkError(f"device_os provision failed: {provision.stderr.strip()}")
         serve = ["serve", "--data", str(data_dir), "--tcti", tcti, "--listen", f"{self.board_address}:{port}"]
-        return self.popen([sys.executable, "-m", "device_os", *serve], **popen)
+        # A simulated board (demo, tests) trusts the first center it enrolls with; a real image pins its root.
+        env = {**popen.pop("env", os.environ), "COFFER_DEVICE_TRUST_FIRST_CENTER": "1"}
+        return self.popen([sys.executable, "-m", "device_os", *serve], env=env, **popen)
 
     def destroy(self) -> None:
         """Remove the namespace (its end of the veth pair goes with it, and so does the host end)."""

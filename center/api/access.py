@@ -11,9 +11,10 @@ from __future__ import annotations
 from enum import Enum
 
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
 
 from center.errors import ConfigError
+from protocol.http import access as shared
+from protocol.http.asgi import route_keys as route_keys  # re-exported: the tests use it
 
 
 class Access(Enum):
@@ -42,22 +43,12 @@ POLICIES: dict[tuple[str, str], Access] = {
 }
 
 
-def route_keys(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves (HEAD is implied by GET)."""
-    keys: set[tuple[str, str]] = set()
-    for route in iter_route_contexts(app.routes):  # flattens included routers
-        methods = route.methods or {"*"}  # a mount or websocket has no methods: it needs an entry too
-        for method in methods:
-            if method != "HEAD":
-                keys.add((method, route.path or repr(route)))
-    return keys
-
-
 def missing_policies(app: FastAPI) -> set[tuple[str, str]]:
-    return route_keys(app) - set(POLICIES)
+    return shared.missing_policies(route_keys(app), POLICIES)
 
 
 def enforce(app: FastAPI) -> None:
-    missing = missing_policies(app)
-    if missing:
-        raise ConfigError(f"routes without an access policy: {sorted(missing)}")
+    try:
+        shared.require_policies(route_keys(app), POLICIES)
+    except shared.MissingPolicyError as exc:
+        raise ConfigError(str(exc)) from exc

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from center.api import access, openapi, problems
 from center.api.context import CenterContext
+from center.api.limits import BodyLimit
 from center.api.routes import credits, devices, health, items, orders, statements, storefront, wellknown
 from center.api.security import SecurityHeaders
 from center.blobs import LocalBlobStore
@@ -105,5 +106,6 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
     problems.install(app)
     openapi.install(app)
     access.enforce(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     return app

@@ -41,7 +41,7 @@ def _commerce(data: Path | None, database_url: str | None) -> Commerce:
     settings.prepare_data_dir()
     engine = make_engine(settings.sqlalchemy_url())
     upgrade(engine)
-    keys = load_or_create(settings.keys_dir, settings.issuer_url(), create=False)
+    keys = load_or_create(settings.keys_dir, None, create=False)
     return Commerce(session_factory(engine), keys, settings, LocalBlobStore(settings.blobs_dir))
 
 

@@ -58,12 +58,14 @@ class Delivery:
     def _plaintext(self, blobs: BlobStore, start: int, end: int) -> Iterator[bytes]:
         """Plaintext segments of [start, end), which begins on a segment boundary."""
         size = self.order.segment_size
-        pending = bytearray()
+        pending = b""
         if end > start:
             for chunk in blobs.iter_chunks(self.order.blob_sha256, start, end):
-                pending += chunk
-                while len(pending) >= size:
-                    yield bytes(pending[:size])
-                    del pending[:size]
+                data = pending + chunk if pending else chunk
+                whole = len(data) - len(data) % size
+                view = memoryview(data)
+                for offset in range(0, whole, size):
+                    yield bytes(view[offset : offset + size])
+                pending = data[whole:]
         if pending or end == start:
-            yield bytes(pending)
+            yield pending

@@ -177,7 +177,8 @@ class EnrollmentService:
         )
         with tx.write(self.c.sessions) as session:
             device = session.get(Device, identity.device_id)
-            if device is not None and Binding.stored(device) != Binding.of(identity, ek_hash):
+            reset = device is not None and device.ek_hash == ""  # `center device reset`: binds anew
+            if device is not None and not reset and Binding.stored(device) != Binding.of(identity, ek_hash):
                 raise BindingConflictError(f"{identity.device_id} is bound to other keys")
             session.add(row)
         return ChallengeAnswer(

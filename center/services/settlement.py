@@ -29,13 +29,14 @@ from center.errors import (
     InvalidPaymentError,
     InvalidSignatureError,
     NotFoundError,
+    WrongDeviceError,
 )
 from center.services.common import Commerce, require_device
 from center.services.orders import hold_legs
 from protocol import hpke, jws
 from protocol.b64 import b64url_decode
 from protocol.center_api import PaymentAnswer
-from protocol.errors import EncodingError, HpkeError, JwsError
+from protocol.errors import EncodingError, HpkeError, JwsError, JwsWrongAudience
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment, Receipt, message_hash
 from protocol.money import Money
@@ -87,6 +88,8 @@ class SettlementService:
         try:
             payer = public_key_from_jwk(json.loads(order.payer_jwk))
             payment = jws.verify(token, Payment, keys=payer, now=self.c.now(), audience=order.device_id)
+        except JwsWrongAudience as exc:
+            raise WrongDeviceError("the payment names another device") from exc
         except JwsError as exc:
             raise InvalidSignatureError(
                 f"the payment is not signed by this device's payment key: {exc}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 from fastapi import APIRouter, FastAPI
 
@@ -52,3 +54,21 @@ def test_a_route_without_a_policy_is_refused() -> None:
     assert ("POST", "/v1/items") in access.missing_policies(app)
     with pytest.raises(ConfigError, match="without an access policy"):
         access.enforce(app)
+
+
+def test_large_bodies_are_refused(settings: CenterSettings, catalog: object) -> None:
+    client = AppClient(create_app(settings))
+    big = b'{"code": "' + b"x" * 70_000 + b'"}'
+    for path in ("/v1/devices", "/v1/credits/redeem", "/v1/orders", "/v1/statements"):
+        r = client.request("POST", path, content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, r.text
+        assert r.json()["type"] == "urn:coffer:problem:payload-too-large"
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 10_000
+
+    r = client.request("POST", "/v1/devices", content=chunked(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    r = client.request("POST", "/v1/devices", content=b"{}", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422  # small bodies still reach the route

@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 
 from center.api.deps import ContextDep, DeviceDep
 from center.api.openapi import problem_responses
-from center.api.ranges import parse_range
 from center.errors import StorageError
 from center.services.delivery import Delivery
 from protocol.center_api import (
@@ -23,6 +22,7 @@ from protocol.center_api import (
     PaymentAnswer,
     PaymentRequest,
 )
+from protocol.http.ranges import content_range, parse_range
 
 router = APIRouter(tags=["orders"])
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -108,7 +108,7 @@ async def order_content(
         "Content-Length": str(end - start),
     }
     if span is not None:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{length}"
+        headers["Content-Range"] = content_range(span, length)
     return StreamingResponse(
         delivery.chunks(context.blobs, start, end),
         status_code=206 if span is not None else 200,
