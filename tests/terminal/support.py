@@ -77,7 +77,8 @@ class Board:
 
     def start(self, env: Mapping[str, str] | None = None) -> Board:
         argv = ["serve", "--data", str(self.data), "--tcti", self.tcti, "--listen", f"127.0.0.1:{self.port}"]
-        environ = {**os.environ, **(env or {})}  # no pinned root: the first center is pinned (the demo's way)
+        # No pinned root: like a simulated board (scripts/usblink.py), it trusts the first center it enrolls.
+        environ = {**os.environ, "COFFER_DEVICE_TRUST_FIRST_CENTER": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "device_os", *argv],
             cwd=ROOT,
