@@ -58,6 +58,10 @@ def test_every_media_kind_and_a_bundle(shop: Shop, tmp_path: Path) -> None:
     receipts = cli.json("receipts")
     assert {r["state"] for r in receipts} == {"paid"}
     assert all(r["receipt_on_device"] for r in receipts)
+    doctor = {c["check"]: c for c in cli.json("doctor")}
+    for name in ("device", "unlocked here", "enrolled", "center", "center root", "center token"):
+        assert doctor[name]["status"] == "ok", doctor[name]
+    assert doctor["unfinished purchases"]["status"] == "ok"
     synced = cli.json("sync")
     assert synced["payments_relayed"] == []
     assert synced["statement"]["matches"] is True, synced["statement"]
