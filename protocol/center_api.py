@@ -65,7 +65,12 @@ class CertifyPair(_Model):
 
 
 class DeviceIdentity(_Model):
-    """`POST /v1/devices`: the device's `GET /v1/identity` answer, relayed unchanged (docs/device-api.md)."""
+    """`POST /v1/devices`: the device's `GET /v1/identity` answer, relayed unchanged (docs/device-api.md).
+
+    Members the center does not use (how the device pins the center root, and whatever a newer device
+    software adds) are ignored, so a device update never breaks enrollment."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     device_id: DeviceId
     software_version: Annotated[str, Field(max_length=64)]

@@ -83,6 +83,7 @@ class SoftDevice:
         debits: tuple[pricing.Debit, ...] | None = None,
         signer: ec.EllipticCurvePrivateKey | None = None,
         order_id: str | None = None,
+        iat: int | None = None,
     ) -> str:
         """The sealed payment for an order, as the device's outbox holds it (base64url)."""
         order = jws.verify(order_jws, Order, keys=commerce.keys.signing.public_key(), now=0)
@@ -95,7 +96,7 @@ class SoftDevice:
         token = jws.sign(
             Payment(
                 iss=self.device_id,
-                iat=order.iat,
+                iat=order.iat if iat is None else iat,
                 order_id=order.order_id,
                 order_hash=message_hash(order_jws),
                 device_id=self.device_id,

@@ -184,6 +184,20 @@ def test_payment_refusals_leave_the_ledger(center: Center, item: str) -> None:
         "invalid-payment",
         422,
     )
+    assert center.ledger_state() == before
+    from center.services.credits import CreditService, NewCredit
+
+    code, _ = CreditService(c).issue(NewCredit(device.device_id, "coupon", PRICE, "JPY", expires_days=1))
+    r = center.client.request(
+        "POST",
+        "/v1/credits/redeem",
+        json={"code": code, "device_id": device.device_id},
+        headers=device.headers,
+    )
+    late = (Debit(purse="coupon", credit_id=r.json()["credit_id"], amount=PRICE),)
+    sealed = device.payment(c, first["order"], debits=late, iat=r.json()["exp"])  # the coupon expired at iat
+    problem(center.pay(device, first["order_id"], sealed), "invalid-payment", 422)
+    before = center.ledger_state()
     bogus = (Debit(purse="coupon", credit_id="cr_nothing", amount=PRICE),)
     problem(
         center.pay(device, first["order_id"], device.payment(c, first["order"], debits=bogus)),
