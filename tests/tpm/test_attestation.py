@@ -23,7 +23,6 @@ from device_os.tpm import KeyBlob, ProvisionedKeys, Tpm, TpmError
 from protocol.attestation import (
     ALG_SHA256,
     CertifyEvidence,
-    _make_credential_from_parts,
     check_ek_public,
     check_kem_key,
     check_payment_key,
@@ -34,6 +33,7 @@ from protocol.attestation import (
     verify_certify,
     verify_ek_certificate,
 )
+from protocol.attestation.credential import _make_credential_from_parts
 from protocol.errors import AttestationError
 from tests.support.swtpm import SwtpmInstance, SwtpmTemplate, new_instance
 
