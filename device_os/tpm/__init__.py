@@ -51,18 +51,7 @@ call reconnects, flushes leftovers and reloads hot keys on their next use). The 
 
 from __future__ import annotations
 
-from device_os.tpm.adapter import (
-    COUNTER_INDEX,
-    DA_LOCKOUT_RECOVERY,
-    DA_MAX_TRIES,
-    DA_RECOVERY_TIME,
-    EK_CERT_INDEX,
-    EK_HANDLE,
-    SRK_HANDLE,
-    KemKey,
-    PaymentKey,
-    Tpm,
-)
+from device_os.tpm.adapter import Tpm
 from device_os.tpm.errors import (
     BadBlob,
     KeyNotLoaded,
@@ -72,6 +61,16 @@ from device_os.tpm.errors import (
     TpmError,
     TpmUnavailable,
     WrongPin,
+)
+from device_os.tpm.keys import KemKey, PaymentKey
+from device_os.tpm.templates import (
+    COUNTER_INDEX,
+    DA_LOCKOUT_RECOVERY,
+    DA_MAX_TRIES,
+    DA_RECOVERY_TIME,
+    EK_CERT_INDEX,
+    EK_HANDLE,
+    SRK_HANDLE,
 )
 from device_os.tpm.types import DaStatus, KeyBlob, ProvisionedKeys
 from protocol.attestation import CertifyEvidence

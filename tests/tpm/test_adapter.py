@@ -285,7 +285,7 @@ def test_change_auth_moves_the_pin(provisioned: Provisioned) -> None:
 
 
 def test_pin_shape_is_checked_before_the_tpm() -> None:
-    from device_os.tpm.adapter import _check_pin
+    from device_os.tpm.templates import check_pin as _check_pin
 
     for bad in (b"", b"1" * 33, b"1234\x00"):
         with pytest.raises(ValueError, match="PIN"):
