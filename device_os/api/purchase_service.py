@@ -33,8 +33,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from device_os.api.errors import ApiError
 from device_os.api.handoff import Handoff, HandoffClosed
+from device_os.core.answers import PurchaseAnswer
 from device_os.core.content import MAX_SEGMENT_SIZE
-from device_os.core.wallet import PurchaseAnswer, Wallet
+from device_os.core.wallet import Wallet
 from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
 from protocol import jws, stream
 from protocol.errors import JwsError, StreamError

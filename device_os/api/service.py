@@ -27,8 +27,9 @@ from device_os.api.models import (
     UnlockAnswer,
 )
 from device_os.api.tokens import Tokens
+from device_os.core.answers import CreditAnswer, WalletView
 from device_os.core.device import PROVISIONED, RAM_PIN_STRIKES, Device, Phase
-from device_os.core.wallet import CreditAnswer, Wallet, WalletView
+from device_os.core.wallet import Wallet
 from device_os.errors import Locked, NotProvisioned, Tampered, WrongPin
 from device_os.tpm import ProvisionedKeys, TpmError, TpmUnavailable
 from protocol.b64 import b64url_decode, b64url_encode

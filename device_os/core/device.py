@@ -32,9 +32,10 @@ from device_os.core.aead import AeadName, resolve
 from device_os.core.body import StateBody
 from device_os.core.content import ContentStore
 from device_os.core.faults import FaultHook
+from device_os.core.kernel import Session
 from device_os.core.keys import KeyDirectory, KeyFiles
 from device_os.core.store import Recovery, StateStore
-from device_os.core.wallet import Session, Wallet
+from device_os.core.wallet import Wallet
 from device_os.errors import (
     AlreadySetUp,
     Locked,
