@@ -158,7 +158,7 @@ class DeviceService:
         if not path.is_file():
             raise NotProvisioned("the device is not provisioned")
         ak = ProvisionedKeys.from_bytes(path.read_bytes()).ak
-        with self.device.lock_:
+        with self.device.commit_lock:
             try:
                 recovered = self.device.tpm.activate_credential(ak, blob, secret)
             except TpmUnavailable:

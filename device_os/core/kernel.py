@@ -65,11 +65,11 @@ class WalletKernel:
         pinned_root: str | None = None,
         trust_first_center: bool = False,
     ) -> None:
-        self._s = session
+        self._session = session
         self._body = body
         self._pinned_root = pinned_root
         self._trust_first_center = trust_first_center
-        self.lock: threading.RLock = session.store.lock
+        self.commit_lock: threading.RLock = session.store.commit_lock
         self._signing_key: ec.EllipticCurvePublicKey | None = None
         self._payment_key: ec.EllipticCurvePublicKey | None = None
         self._closed = False
@@ -89,7 +89,11 @@ class WalletKernel:
             body = build_body(counter)
             new_body.append(body)
             return statedoc.build(
-                counter, body.encode(), dek=self._s.dek, device_id=self._s.device_id, aead=self._s.aead
+                counter,
+                body.encode(),
+                dek=self._session.dek,
+                device_id=self._session.device_id,
+                aead=self._session.aead,
             )
 
         def guarded(counter: int) -> bytes:
@@ -98,13 +102,13 @@ class WalletKernel:
             with tpm_calls():
                 return build(counter)
 
-        counter = self._s.store.commit(guarded, before_increment=before_increment)
+        counter = self._session.store.commit(guarded, before_increment=before_increment)
         self._body = new_body[0]
         return counter
 
     def close(self) -> None:
         """Called by `Device.lock()`: no operation of this wallet commits any more."""
-        with self.lock:
+        with self.commit_lock:
             self._closed = True
 
     def _check_open(self) -> None:
@@ -113,7 +117,7 @@ class WalletKernel:
 
     def _dek(self) -> bytes:
         """The DEK, or Locked once the device locked (lock closes the wallet, then drops the DEK)."""
-        dek = self._s.dek
+        dek = self._session.dek
         if self._closed or not dek:
             raise Locked("the device is locked")
         return dek
@@ -133,11 +137,13 @@ class WalletKernel:
             self._payment_key = keyset.payment_jwk.public_key()
         return self._signing_key, self._payment_key
 
-    def _judge(self, token: str, kind: type[P], key: ec.EllipticCurvePublicKey) -> tuple[P, int]:
+    def _verify_center_message(
+        self, token: str, kind: type[P], key: ec.EllipticCurvePublicKey
+    ) -> tuple[P, int]:
         """Verify a center message; returns it and the floor raised to its iat (exp judged against that)."""
         floor = self._body.time_floor
         try:
-            payload = jws.verify(token, kind, keys=key, now=floor, audience=self._s.device_id)
+            payload = jws.verify(token, kind, keys=key, now=floor, audience=self._session.device_id)
         except JwsExpired as exc:
             raise MessageExpired(f"{kind.TYP} expired") from exc
         except JwsWrongAudience as exc:

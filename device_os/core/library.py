@@ -33,7 +33,7 @@ class LibraryOps(WalletKernel):
     def _check_blob(self, entry: LibraryEntry) -> None:
         """The blob exists and its length is the library's (a lost or swapped file is corrupt content)."""
         try:
-            length = self._s.content.plaintext_length(entry.blob)
+            length = self._session.content.plaintext_length(entry.blob)
         except (OSError, StreamError, ValueError) as exc:
             raise CorruptContent(f"stored content of {entry.item_id} is missing or unreadable") from exc
         if length != entry.length:
@@ -46,7 +46,7 @@ class LibraryOps(WalletKernel):
             entry = self._materialize(entry)
         self._check_blob(entry)
         try:
-            yield from self._s.content.read(entry.blob, self._dek(), alive=self._check_open)
+            yield from self._session.content.read(entry.blob, self._dek(), alive=self._check_open)
         except (StreamError, OSError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
@@ -56,7 +56,7 @@ class LibraryOps(WalletKernel):
             entry = self._materialize(entry)
         self._check_blob(entry)
         try:
-            yield from self._s.content.read_range(
+            yield from self._session.content.read_range(
                 entry.blob, self._dek(), start, length, alive=self._check_open
             )
         except (StreamError, OSError, ValueError) as exc:
@@ -69,7 +69,7 @@ class LibraryOps(WalletKernel):
         wait for it) and stops at the next chunk once the device locks; the commit then takes the lock
         briefly and checks again that the item is still this deferred one (a concurrent first open may
         have committed: its result is used and this blob deleted)."""
-        with self.lock:
+        with self.commit_lock:
             current = self._entry(entry.item_id)
             if current.mode == "now":
                 return current
@@ -79,7 +79,7 @@ class LibraryOps(WalletKernel):
             try:
                 with tpm_calls():
                     ke = hpke.open(
-                        self._s.kem,
+                        self._session.kem,
                         b64url_decode(current.wrapped_key),
                         info=hpke.content_key_info(current.order_id),
                     )
@@ -87,8 +87,8 @@ class LibraryOps(WalletKernel):
                 raise CorruptContent("the stored wrapped key does not open") from exc
         if len(ke) != CONTENT_KEY_SIZE:
             raise CorruptContent("the stored wrapped key is not a 32-byte content key")
-        content = self._s.content
-        writer = content.writer(self._dek(), self._s.aead)
+        content = self._session.content
+        writer = content.writer(self._dek(), self._session.aead)
         try:
             decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
             for chunk in content.raw_chunks(current.blob):
@@ -106,7 +106,7 @@ class LibraryOps(WalletKernel):
             raise CorruptContent("stored content does not match its hash")
         blob = writer.finish()
         try:
-            with self.lock:
+            with self.commit_lock:
                 again = self._entry(entry.item_id)
                 if again == current:
                     new = current.model_copy(
@@ -134,9 +134,9 @@ class LibraryOps(WalletKernel):
 
     def delete_item(self, item_id: str) -> None:
         """Remove an item from the library (one commit), then its blob."""
-        with self.lock:
+        with self.commit_lock:
             entry = self._entry(item_id)
             body = self._body
             library = {k: v for k, v in body.library.items() if k != item_id}
             self._commit(lambda _c: body.model_copy(update={"library": library}))
-        self._s.content.delete(entry.blob)
+        self._session.content.delete(entry.blob)

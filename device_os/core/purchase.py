@@ -109,7 +109,7 @@ class PurchaseOps(WalletKernel):
     def verify_order(self, order_jws: str, *, repurchase: bool = False) -> Order:
         """Check an order before its content is read: key set, device, expiry, ownership, funds."""
         signing_key, _ = self._center_keys()
-        order, floor = self._judge(order_jws, Order, signing_key)
+        order, floor = self._verify_center_message(order_jws, Order, signing_key)
         if order.item_id in self._body.library and not repurchase:
             raise AlreadyOwned(f"item {order.item_id} is already in the library")
         if order.segment_size > MAX_SEGMENT_SIZE:
@@ -125,7 +125,9 @@ class PurchaseOps(WalletKernel):
         try:
             with tpm_calls():
                 ke = hpke.open(
-                    self._s.kem, b64url_decode(order.wrapped_key), info=hpke.content_key_info(order.order_id)
+                    self._session.kem,
+                    b64url_decode(order.wrapped_key),
+                    info=hpke.content_key_info(order.order_id),
                 )
         except (HpkeError, EncodingError) as exc:
             raise InvalidMessage("the order's wrapped key does not open with this device's KEM key") from exc
@@ -151,8 +153,8 @@ class PurchaseOps(WalletKernel):
         """
         ke = self._unwrap(order)
         ahead = self._sign_ahead(order, order_jws) if order_jws is not None else None
-        content = self._s.content
-        writer = content.writer(self._dek(), self._s.aead) if mode == "now" else content.raw_writer()
+        content = self._session.content
+        writer = content.writer(self._dek(), self._session.aead) if mode == "now" else content.raw_writer()
         try:
             sha256, length = import_stream(chunks, ke, writer, max_length=order.content_length)
         except StreamError as exc:
@@ -171,11 +173,11 @@ class PurchaseOps(WalletKernel):
         self, order: Order, order_hash: str, floor: int, counter: int, lines: tuple[pricing.Debit, ...]
     ) -> Payment:
         return Payment(
-            iss=self._s.device_id,
+            iss=self._session.device_id,
             iat=floor,
             order_id=order.order_id,
             order_hash=order_hash,
-            device_id=self._s.device_id,
+            device_id=self._session.device_id,
             counter=counter,
             debits=lines,
         )
@@ -186,7 +188,7 @@ class PurchaseOps(WalletKernel):
         if self._closed:
             return None
         try:
-            body, counter = self._body, self._s.store.counter
+            body, counter = self._body, self._session.store.counter
         except (Unavailable, Tampered):
             return None  # the commit reports it
         floor = max(body.time_floor, order.iat)
@@ -195,7 +197,7 @@ class PurchaseOps(WalletKernel):
         except PricingShortfall:
             return None  # the commit refuses it
         payment = self._payment(order, message_hash(order_jws), floor, counter + 1, lines)
-        return SignedAhead(payment, self._s.payer)
+        return SignedAhead(payment, self._session.payer)
 
     def commit_purchase(
         self, order_jws: str, staged: StagedContent, *, repurchase: bool = False
@@ -204,16 +206,16 @@ class PurchaseOps(WalletKernel):
 
         The same order again returns the stored answer (and drops the new blob). A refusal drops the blob.
         """
-        content = self._s.content
+        content = self._session.content
         try:
-            with self.lock:
+            with self.commit_lock:
                 answer = self.stored_answer(unverified_member(order_jws, "order_id"))
                 if answer is not None:
                     staged.settle()
                     content.delete(staged.blob)
                     return answer
                 signing_key, payment_key = self._center_keys()
-                order, floor = self._judge(order_jws, Order, signing_key)
+                order, floor = self._verify_center_message(order_jws, Order, signing_key)
                 if (
                     staged.order_id != order.order_id
                     or staged.length != order.content_length
@@ -245,7 +247,7 @@ class PurchaseOps(WalletKernel):
 
                 def build(counter: int) -> StateBody:
                     payment = self._payment(order, order_hash, floor, counter, lines)
-                    payment_jws = staged.signed_for(payment) or jws.sign(payment, self._s.payer)
+                    payment_jws = staged.signed_for(payment) or jws.sign(payment, self._session.payer)
                     sealed = hpke.seal(
                         payment_key, payment_jws.encode("ascii"), info=hpke.payment_info(order.order_id)
                     )

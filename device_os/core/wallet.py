@@ -51,8 +51,8 @@ class Wallet(PurchaseOps, LibraryOps):
     def view(self) -> WalletView:
         body = self._body
         return WalletView(
-            device_id=self._s.device_id,
-            counter=self._s.store.counter,
+            device_id=self._session.device_id,
+            counter=self._session.store.counter,
             time_floor=body.time_floor,
             purses=body.purses,
             outbox=tuple(body.outbox),
@@ -76,7 +76,7 @@ class Wallet(PurchaseOps, LibraryOps):
         except EncodingError as exc:
             raise UntrustedKeyset("the root key is not a P-256 JWK") from exc
         fingerprint = root_fingerprint(root_key)
-        with self.lock:
+        with self.commit_lock:
             current = self._body.enrollment
             pinned = self._pinned_root or (current.root_fingerprint if current else None)
             if pinned is None and not self._trust_first_center:
@@ -91,7 +91,9 @@ class Wallet(PurchaseOps, LibraryOps):
                 keyset = jws.verify(keyset_jws, Keyset, keys=root_key, now=self._body.time_floor)
             except JwsError as exc:
                 raise UntrustedKeyset("the key set is not signed by the pinned root") from exc
-            enrollment, floor = self._judge(enrollment_jws, Enrollment, keyset.signing_jwk.public_key())
+            enrollment, floor = self._verify_center_message(
+                enrollment_jws, Enrollment, keyset.signing_jwk.public_key()
+            )
             if enrollment.keyset != keyset_jws:  # pragma: no cover - the member was read from this token
                 raise InvalidMessage("enrollment key set mismatch")
             if current is not None:
@@ -116,9 +118,9 @@ class Wallet(PurchaseOps, LibraryOps):
 
     def apply_credit(self, credit_jws: str) -> CreditAnswer:
         """Apply a verified `coffer-credit` once (its credit_id is remembered until it expires)."""
-        with self.lock:
+        with self.commit_lock:
             signing_key, _ = self._center_keys()
-            credit, floor = self._judge(credit_jws, Credit, signing_key)
+            credit, floor = self._verify_center_message(credit_jws, Credit, signing_key)
             body = self._body
             if credit.credit_id in body.spent_credits:
                 raise CreditAlreadyApplied(f"credit {credit.credit_id} was already applied")
@@ -155,9 +157,9 @@ class Wallet(PurchaseOps, LibraryOps):
 
     def apply_receipt(self, receipt_jws: str) -> None:
         """Clear the outbox entry a `coffer-receipt` names (idempotent once settled)."""
-        with self.lock:
+        with self.commit_lock:
             signing_key, _ = self._center_keys()
-            receipt, floor = self._judge(receipt_jws, Receipt, signing_key)
+            receipt, floor = self._verify_center_message(receipt_jws, Receipt, signing_key)
             body = self._body
             entry = body.outbox.get(receipt.order_id)
             if entry is None:
@@ -190,20 +192,20 @@ class Wallet(PurchaseOps, LibraryOps):
 
     def statement(self, nonce: str) -> str:
         """A `coffer-statement` signed by the payment key in the TPM (no commit)."""
-        with self.lock:
+        with self.commit_lock:
             body = self._body
             payload = Statement(
-                iss=self._s.device_id,
+                iss=self._session.device_id,
                 iat=body.time_floor,
-                device_id=self._s.device_id,
-                counter=self._s.store.counter,
+                device_id=self._session.device_id,
+                counter=self._session.store.counter,
                 purses=body.purses,
                 outbox=tuple(sorted(body.outbox)),
                 nonce=nonce,
             )
             self._check_open()
             with tpm_calls():
-                return jws.sign(payload, self._s.payer)
+                return jws.sign(payload, self._session.payer)
 
 
 def _same_message(a: str, b: str) -> bool:

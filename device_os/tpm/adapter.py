@@ -21,7 +21,7 @@ Discipline, as implemented here:
   The purchase hot path therefore sends exactly ECDH_ZGen, Sign and NV_Increment.
 - Every object without a PIN has noDA; the KEM key, the payment key and the sealed DEK carry the PIN as
   authValue and are DA-protected (without the PIN the TPM computes no ECDH: a stolen board is no oracle).
-  Wrong PIN -> `WrongPin(tries_left)`; lockout -> `Lockout(retry_after)`.
+  Wrong PIN -> `TpmWrongPin(tries_left)`; lockout -> `Lockout(retry_after)`.
 - Sessions: one salted HMAC session (salt encrypted to the SRK, AES-128-CFB parameter encryption,
   continueSession) is started once and reused for every command that carries a PIN or a secret: Create
   (the sensitive part: PIN, sealed data), Unseal (the response), ObjectChangeAuth (the new PIN),
@@ -189,7 +189,7 @@ class Tpm(ProvisioningOps, KeyOps, CredentialOps):
         return self._run(lambda: self._create(sealed_template(), sensitive))
 
     def unseal(self, blob: KeyBlob, pin: bytes) -> bytes:
-        """TPM2_Unseal with the PIN. Raises WrongPin(tries_left) or Lockout(retry_after)."""
+        """TPM2_Unseal with the PIN. Raises TpmWrongPin(tries_left) or Lockout(retry_after)."""
         pin = check_pin(pin)
         return self._run(lambda: self._unseal(blob, pin))
 

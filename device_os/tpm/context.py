@@ -35,10 +35,10 @@ from tpm2_pytss.types import (
 from device_os.tpm.errors import (
     BadBlob,
     Lockout,
-    NotProvisioned,
     TpmError,
+    TpmNotProvisioned,
     TpmUnavailable,
-    WrongPin,
+    TpmWrongPin,
     is_auth_failure,
     is_lockout,
     translate,
@@ -219,7 +219,7 @@ class TpmContext:
 
     def _require_srk(self) -> Any:
         if self._srk is None:
-            raise NotProvisioned("no storage root key at 0x81000001: provision first")
+            raise TpmNotProvisioned("no storage root key at 0x81000001: provision first")
         return self._srk
 
     def _read_public(self, handle: Any) -> TPM2B_PUBLIC:
@@ -274,7 +274,7 @@ class TpmContext:
         if is_lockout(rc):
             return Lockout(self._retry_after(), rc=rc)
         if is_auth_failure(rc):
-            return WrongPin(self._da_status().tries_left, rc=rc)
+            return TpmWrongPin(self._da_status().tries_left, rc=rc)
         return translate(exc, what=what)
 
     def _retry_after(self, status: DaStatus | None = None) -> int:

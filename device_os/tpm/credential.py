@@ -28,8 +28,8 @@ from tpm2_pytss.utils import NVReadEK
 
 from device_os.tpm.context import TpmContext
 from device_os.tpm.errors import (
-    NotProvisioned,
     TpmError,
+    TpmNotProvisioned,
     translate,
 )
 from device_os.tpm.templates import EK_CERT_INDEX, TRANSIENT_SLOTS, pad32
@@ -78,7 +78,7 @@ class CredentialOps(TpmContext):
 
     def _activate(self, ak: KeyBlob, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
         if self._ek is None:
-            raise NotProvisioned("no EK at 0x81010001: provision first")
+            raise TpmNotProvisioned("no EK at 0x81010001: provision first")
         try:
             id_object, used = TPM2B_ID_OBJECT.unmarshal(credential_blob)
             secret, used_secret = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
@@ -123,12 +123,12 @@ class CredentialOps(TpmContext):
         except TSS2_Exception as exc:
             raise translate(exc, what="reading the EK certificate") from exc
         except Exception as exc:  # tpm2_pytss.utils.NoSuchIndex
-            raise NotProvisioned("no EK certificate in NV 0x01c00002") from exc
+            raise TpmNotProvisioned("no EK certificate in NV 0x01c00002") from exc
         return _der_prefix(raw)
 
     def _ek_public(self) -> bytes:
         if self._ek is None:
-            raise NotProvisioned("no EK at 0x81010001: provision first")
+            raise TpmNotProvisioned("no EK at 0x81010001: provision first")
         try:
             return bytes(self._read_public(self._ek).marshal())
         except TSS2_Exception as exc:

@@ -19,8 +19,8 @@ from tpm2_pytss.types import (
 
 from device_os.tpm.context import TpmContext
 from device_os.tpm.errors import (
-    NotProvisioned,
     ProvisioningConflict,
+    TpmNotProvisioned,
     translate,
 )
 from device_os.tpm.templates import COUNTER_ATTRS
@@ -34,7 +34,7 @@ class CounterOps(TpmContext):
 
     def _require_counter(self) -> Any:
         if self._counter is None:
-            raise NotProvisioned(f"no wallet counter at 0x{self._counter_index:08x}: provision first")
+            raise TpmNotProvisioned(f"no wallet counter at 0x{self._counter_index:08x}: provision first")
         return self._counter
 
     def _counter_read(self) -> int:
