@@ -38,8 +38,7 @@ from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import Wallet
 from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
 from protocol import jws, stream
-from protocol.errors import JwsError, StreamError
-from protocol.errors import SegmentTooLarge
+from protocol.errors import JwsError, SegmentTooLarge, StreamError
 from protocol.messages import Order
 
 PurchaseMode = Literal["now", "deferred"]

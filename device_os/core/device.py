@@ -250,6 +250,10 @@ class Device:
                 raise NotProvisioned("the device is not provisioned")
             return self.tpm.activate_credential(self._provisioned.ak, credential_blob, encrypted_secret)
 
+    def ek_public(self) -> bytes:
+        """The EK's marshalled TPM2B_PUBLIC (the center's MakeCredential input)."""
+        return self.tpm.ek_public()
+
     def aead(self) -> AeadName:
         value = self.identity()["aead"]
         if value not in ("aes-256-gcm", "chacha20-poly1305"):
@@ -330,11 +334,14 @@ class Device:
         return max(0, da.max_tries - da.failed_tries)
 
     def _ram_strike(self) -> WrongPin:
+        """A wrong PIN checked against RAM while unlocked (the one count of them): `tries_left` counts down
+        to the lock (2, 1, 0); the third in a row locks. The TPM's tries are untouched."""
         self._strikes += 1
-        if self._strikes >= RAM_PIN_STRIKES:
+        left = max(0, RAM_PIN_STRIKES - self._strikes)
+        if left == 0:
             log.warning("three wrong PINs in a row while unlocked: locking")
             self.lock()
-        return WrongPin(self._tries_left())
+        return WrongPin(left)
 
     def unlock(self, pin: str) -> None:
         """Unseal the DEK with the PIN, load the hot keys, decrypt the state (first time: check + collect).

@@ -24,7 +24,8 @@ from protocol.errors import EncodingError, HpkeError, StreamError
 class LibraryOps(WalletKernel):
     """Wallet operations on the library."""
 
-    def _entry(self, item_id: str) -> LibraryEntry:
+    def entry(self, item_id: str) -> LibraryEntry:
+        """The library entry of an owned item; NotFound otherwise."""
         entry = self._body.library.get(item_id)
         if entry is None:
             raise NotFound(f"item {item_id} is not in the library")
@@ -41,7 +42,7 @@ class LibraryOps(WalletKernel):
 
     def open_item(self, item_id: str) -> Iterator[bytes]:
         """The plaintext of an owned item; a deferred item is re-encrypted under the DEK first."""
-        entry = self._entry(item_id)
+        entry = self.entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
         self._check_blob(entry)
@@ -51,7 +52,7 @@ class LibraryOps(WalletKernel):
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def read_range(self, item_id: str, start: int, length: int) -> Iterator[bytes]:
-        entry = self._entry(item_id)
+        entry = self.entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
         self._check_blob(entry)
@@ -70,7 +71,7 @@ class LibraryOps(WalletKernel):
         briefly and checks again that the item is still this deferred one (a concurrent first open may
         have committed: its result is used and this blob deleted)."""
         with self.commit_lock:
-            current = self._entry(entry.item_id)
+            current = self.entry(entry.item_id)
             if current.mode == "now":
                 return current
             if current.wrapped_key is None:  # pragma: no cover - schema keeps them together
@@ -107,7 +108,7 @@ class LibraryOps(WalletKernel):
         blob = writer.finish()
         try:
             with self.commit_lock:
-                again = self._entry(entry.item_id)
+                again = self.entry(entry.item_id)
                 if again == current:
                     new = current.model_copy(
                         update={
@@ -135,7 +136,7 @@ class LibraryOps(WalletKernel):
     def delete_item(self, item_id: str) -> None:
         """Remove an item from the library (one commit), then its blob."""
         with self.commit_lock:
-            entry = self._entry(item_id)
+            entry = self.entry(item_id)
             body = self._body
             library = {k: v for k, v in body.library.items() if k != item_id}
             self._commit(lambda _c: body.model_copy(update={"library": library}))
