@@ -142,27 +142,34 @@ class Guest:
 
 
 @contextlib.contextmanager
-def booted(image: Image, template: SwtpmTemplate, workdir: Path, *, conf_extra: str = "") -> Iterator[Guest]:
-    disk = prepare_disk(image, workdir, conf_extra=conf_extra)
-    kernel = image.boot_copy(
-        next(n for n in image.boot_listing() if n.startswith("vmlinuz")), workdir / "vmlinuz"
-    )
-    initrd = image.boot_copy(
-        next(n for n in image.boot_listing() if n.startswith("initrd.img")), workdir / "initrd"
-    )
+def network_namespace() -> Iterator[str]:
+    """The host side's own namespace: loopback up, the board's address on it (QEMU forwards it)."""
     namespace = f"coffer-qemu-{secrets.token_hex(3)}"
     _ip("netns", "add", namespace)
-    tpm: SwtpmInstance | None = None
-    qemu: subprocess.Popen[bytes] | None = None
     try:
         _ip("-n", namespace, "link", "set", "lo", "up")
         _ip("-n", namespace, "addr", "add", "192.168.7.1/32", "dev", "lo")
+        yield namespace
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def booted(
+    image: Image, template: SwtpmTemplate, workdir: Path, namespace: str, *, conf_extra: str = ""
+) -> Iterator[Guest]:
+    disk = prepare_disk(image, workdir, conf_extra=conf_extra)
+    names = image.boot_listing()
+    kernel = image.boot_copy(next(n for n in names if n.startswith("vmlinuz")), workdir / "vmlinuz")
+    initrd = image.boot_copy(next(n for n in names if n.startswith("initrd.img")), workdir / "initrd")
+    tpm: SwtpmInstance | None = None
+    qemu: subprocess.Popen[bytes] | None = None
+    try:
         with entered(namespace):
             tpm = new_instance(template, workdir / "tpm")
             assert tpm.port is not None
-            words = [
-                w for w in image.boot_file("cmdline.txt").decode().split() if not w.startswith("console=")
-            ]
+            cmdline = image.boot_file("cmdline.txt").decode().split()
+            words = [w for w in cmdline if not w.startswith("console=")]
             append = " ".join(["console=ttyAMA0", *words, f"coffer_test.tpm_port={tpm.port}"])
             console = workdir / "console.log"
             # fmt: off
@@ -179,9 +186,8 @@ def booted(image: Image, template: SwtpmTemplate, workdir: Path, *, conf_extra: 
             ]
             # fmt: on
             started = time.monotonic()
-            qemu = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
+            with (workdir / "qemu.log").open("wb") as log:
+                qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         yield Guest(namespace, workdir, tpm, qemu, started, console)
     finally:
         if qemu is not None and qemu.poll() is None:
@@ -189,6 +195,5 @@ def booted(image: Image, template: SwtpmTemplate, workdir: Path, *, conf_extra: 
             qemu.wait(timeout=30)
         if tpm is not None:
             tpm.kill()
-        subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
         with contextlib.suppress(FileNotFoundError):
             disk.unlink()
