@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             log = root / "serve.log"
             env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_DEVICE_")}
             env["PYTHONPATH"] = str(ROOT)
+            env["COFFER_DEVICE_TRUST_FIRST_CENTER"] = "1"
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "device_os", "serve", "--data", str(data), "--tcti", tpm_proc.tcti,

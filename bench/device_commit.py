@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         tpm_proc = Swtpm(copy_state(template, root / "tpm"))
         tpm_proc.start()
         try:
-            device = Device.open(DeviceSettings(data_dir=root / "data", tcti=tpm_proc.tcti))
+            settings = DeviceSettings(data_dir=root / "data", tcti=tpm_proc.tcti, trust_first_center=True)
+            device = Device.open(settings)
             try:
                 results = _run(device, root, rounds, args.library)
             finally:
@@ -141,7 +142,9 @@ def _run(device: Device, root: Path, rounds: int, entries: int) -> list[dict[str
     # whole wallet operations: the commits above moved the shared NV counter under this device's state, so a
     # second device (a new data directory on the same TPM) is set up for them
     device.close()
-    fresh = Device.open(DeviceSettings(data_dir=root / "data2", tcti=device.settings.tcti))
+    fresh = Device.open(
+        DeviceSettings(data_dir=root / "data2", tcti=device.settings.tcti, trust_first_center=True)
+    )
     try:
         out.extend(_wallet_ops(fresh, rounds))
     finally:

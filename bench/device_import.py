@@ -103,6 +103,7 @@ class DeviceProcess:
             "COFFER_DEVICE_DATA_DIR": str(self.data_dir),
             "COFFER_DEVICE_TCTI": self.tcti,
             "COFFER_DEVICE_LISTEN": f"127.0.0.1:{self.port}",
+            "COFFER_DEVICE_TRUST_FIRST_CENTER": "1",
             "PYTHONPATH": str(ROOT),
             **(extra_env or {}),
         }

@@ -8,10 +8,23 @@
     │   └── PreviewTooLargeError    no preview fits the size rule
     ├── NotFoundError               not-found (404)
     │   └── ItemNotFoundError
-    ├── RangeNotSatisfiableError    range-not-satisfiable (416)
     ├── BadRequestError             bad-request (400): a malformed cursor
     ├── StorageError                internal-error (500): the blob store failed
-    └── DatabaseUnavailableError    service-unavailable (503)
+    ├── DatabaseUnavailableError    service-unavailable (503)
+    └── commerce (issue 11)
+        ├── UnauthorizedError       unauthorized (401, WWW-Authenticate: Bearer): no or a wrong device token
+        ├── AttestationFailedError  attestation-failed (422): EK chain, Certify evidence or activation refused
+        ├── BindingConflictError    binding-conflict (409): the device_id is bound to other keys
+        ├── DeviceRevokedError      device-revoked (403)
+        ├── DeviceSuspectError      device-suspect (403): a state counter reused
+        ├── InsufficientFundsError  insufficient-funds (402): balance minus holds cannot pay
+        ├── UnpaidLimitError        unpaid-limit (403): too many unpaid deliveries
+        ├── IdempotencyMismatchError idempotency-mismatch (422): the same key with another body
+        ├── InvalidSignatureError   invalid-signature (422): a signed message does not verify
+        ├── WrongDeviceError        wrong-device (422): a message or code for another device
+        ├── MessageExpiredError     message-expired (422): an expired credit code
+        ├── InvalidPaymentError     invalid-payment (422): a payment that does not fit its order
+        └── ConflictError           conflict (409): e.g. a statement nonce used before
 
 Library errors (SQLAlchemy, OSError, PyAV, Pillow) are translated where they happen with `raise ... from exc`;
 `center.api.problems` turns these into problem+json, `center.cli` into one line on stderr.
@@ -63,14 +76,6 @@ class ItemNotFoundError(NotFoundError):
         self.item_id = item_id
 
 
-class RangeNotSatisfiableError(CenterError):
-    slug = "range-not-satisfiable"
-
-    def __init__(self, length: int) -> None:
-        super().__init__(f"the range lies outside the {length} bytes")
-        self.length = length
-
-
 class BadRequestError(CenterError):
     slug = "bad-request"
 
@@ -81,3 +86,56 @@ class StorageError(CenterError):
 
 class DatabaseUnavailableError(CenterError):
     slug = "service-unavailable"
+
+
+class UnauthorizedError(CenterError):
+    slug = "unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class AttestationFailedError(CenterError):
+    slug = "attestation-failed"
+
+
+class BindingConflictError(CenterError):
+    slug = "binding-conflict"
+
+
+class DeviceRevokedError(CenterError):
+    slug = "device-revoked"
+
+
+class DeviceSuspectError(CenterError):
+    slug = "device-suspect"
+
+
+class InsufficientFundsError(CenterError):
+    slug = "insufficient-funds"
+
+
+class UnpaidLimitError(CenterError):
+    slug = "unpaid-limit"
+
+
+class IdempotencyMismatchError(CenterError):
+    slug = "idempotency-mismatch"
+
+
+class InvalidSignatureError(CenterError):
+    slug = "invalid-signature"
+
+
+class WrongDeviceError(CenterError):
+    slug = "wrong-device"
+
+
+class MessageExpiredError(CenterError):
+    slug = "message-expired"
+
+
+class InvalidPaymentError(CenterError):
+    slug = "invalid-payment"
+
+
+class ConflictError(CenterError):
+    slug = "conflict"

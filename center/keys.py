@@ -158,8 +158,13 @@ def _current_keyset(path: Path, root: ec.EllipticCurvePrivateKey) -> tuple[str, 
     return token, payload
 
 
-def load_or_create(keys_dir: Path, issuer: str, *, create: bool = True) -> CenterKeys:
-    """Load the keys from `keys_dir`, generating any that are missing on first start (when `create`)."""
+def load_or_create(keys_dir: Path, issuer: str | None, *, create: bool = True) -> CenterKeys:
+    """Load the keys from `keys_dir`, generating any that are missing on first start (when `create`).
+
+    `issuer=None` with `create=False` (admin commands that only need the data key) accepts the stored key
+    set whatever issuer it names."""
+    if issuer is None and create:
+        raise ValueError("creating keys needs the issuer")
     _prepare_dir(keys_dir)
     with _locked(keys_dir):
         root_path = keys_dir / ROOT
@@ -188,13 +193,16 @@ def load_or_create(keys_dir: Path, issuer: str, *, create: bool = True) -> Cente
         wanted = (
             Jwk.from_public_key(signing.public_key()),
             Jwk.from_public_key(payment.public_key()),
-            issuer,
+            issuer or "",
         )
-        if current is not None and (current[1].signing_jwk, current[1].payment_jwk, current[1].iss) == wanted:
+        if current is not None and (
+            (current[1].signing_jwk, current[1].payment_jwk, current[1].iss) == wanted
+            or (not create and issuer is None and current[1].signing_jwk == wanted[0])
+        ):
             token, version = current[0], current[1].version
         elif create:
             version = 1 if current is None else current[1].version + 1
-            token = _sign_keyset(root, signing, payment, issuer, version)
+            token = _sign_keyset(root, signing, payment, issuer or "", version)
             write_private_file(keys_dir / KEYSET, json.dumps({"version": version, "keyset": token}).encode())
         else:
             raise KeyStoreError(

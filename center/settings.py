@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from center.errors import ConfigError
 
@@ -52,6 +53,27 @@ class CenterSettings(BaseSettings):
     tls_key: Path | None = None
     issuer: str | None = Field(default=None, description="The center's URL, `iss` of what it signs")
     storefront_page_size: int = Field(default=50, ge=1, le=100)
+    # commerce (issue 11)
+    ek_ca: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default=(),
+        description="PEM files of trusted EK CA certificates (roots and intermediates); the environment "
+        "variable takes several paths separated by ':'",
+    )
+    allow_unattested: bool = Field(
+        default=False, description="Tests and the demo only: skip the EK chain check (never Certify)"
+    )
+    welcome_credit: int = Field(default=0, ge=0, le=2**53 - 1, description="Welcome credit; 0 disables it")
+    welcome_currency: str = Field(default="JPY", pattern=r"^[A-Z]{3}$")
+    max_unpaid: int = Field(default=2, ge=0, le=1000, description="Unpaid deliveries before orders stop")
+    order_ttl: int = Field(default=86400, ge=60, le=366 * 86400, description="Seconds an order stays valid")
+    challenge_ttl: int = Field(default=300, ge=10, le=3600, description="Seconds to answer a MakeCredential")
+
+    @field_validator("ek_ca", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(Path(p) for p in value.split(":") if p)
+        return value
 
     @field_validator("database_url")
     @classmethod

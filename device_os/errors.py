@@ -25,6 +25,7 @@ DeviceError
 ├── ContentMismatch       content hash or length differs from the order           -> content-mismatch
 ├── CorruptContent        a content stream failed authentication or is cut short  -> corrupt-content
 ├── Conflict              the request conflicts with the state (e.g. overflow)    -> conflict
+├── StorageFull           the data partition is full (nothing was changed)        -> service-unavailable
 └── Unavailable           a commit failed half-way (TPM unreachable); recover     -> service-unavailable
 """
 
@@ -139,6 +140,12 @@ class CorruptContent(DeviceError):
 
 class Conflict(DeviceError):
     slug = "conflict"
+
+
+class StorageFull(DeviceError):
+    """ENOSPC/EDQUOT writing a blob or `state.next`: refused before the commit point, nothing changed."""
+
+    slug = "service-unavailable"
 
 
 class Unavailable(DeviceError):

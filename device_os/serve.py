@@ -28,6 +28,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from device_os.api.app import create_app
+from device_os.api.bounded_http import BoundedHttpToolsProtocol
 from device_os.api.settings import ConfigFileError, ServiceSettings, load_settings
 from device_os.core.device import Device
 from device_os.errors import DeviceError
@@ -104,12 +105,11 @@ def build_server(
         port=port,
         lifespan="on",
         loop="uvloop",  # C receive path: the loop holds the GIL less while the import worker runs
-        http="httptools",
+        http=BoundedHttpToolsProtocol,  # httptools with bounds on the request line and headers (414, 431)
         log_config=None,  # our logging; uvicorn's loggers propagate to it
         server_header=False,
         proxy_headers=False,  # nothing sits in front of the device
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        h11_max_incomplete_event_size=16 * 1024,  # request line + headers
     )
     return NotifyingServer(config, environ)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,21 @@ class DeviceSettings(BaseSettings):
     aead: AeadChoice = "auto"
     #: Lock after this many idle seconds (DESIGN.md: 15 minutes); 0 disables auto-lock.
     auto_lock_seconds: int = Field(default=900, ge=0)
-    #: The center root's fingerprint baked into the image; None = pin on first use (the demo).
+    #: The center root's fingerprint baked into the image. Without it, enrollment is refused unless
+    #: `trust_first_center` is set.
     pinned_root_fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    #: Without a pinned root, pin the root of the first enrollment accepted (trust on first use): the demo and
+    #: tests only (`COFFER_DEVICE_TRUST_FIRST_CENTER=1`). Ignored when a root is pinned.
+    trust_first_center: bool = False
     #: TEST-ONLY fault hook (device_os.core.faults): `STEP` or `STEP@N` SIGKILLs the process there.
     fault: str | None = None
+
+    def root_pinning(self) -> RootPinning:
+        """How the center root is pinned: `pinned` (configured), `trust-first` (the first enrollment's root,
+        explicitly allowed) or `none` (enrollment is refused)."""
+        if self.pinned_root_fingerprint is not None:
+            return "pinned"
+        return "trust-first" if self.trust_first_center else "none"
+
+
+RootPinning = Literal["pinned", "trust-first", "none"]

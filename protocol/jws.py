@@ -27,6 +27,9 @@ from protocol.messages import SignedPayload
 P = TypeVar("P", bound=SignedPayload)
 
 MAX_TOKEN_LENGTH = 65536
+#: Arrays and objects nested deeper than this are refused before parsing (ours nest 3 deep; `[[[[...` would
+#: otherwise raise RecursionError in the JSON decoder).
+MAX_JSON_DEPTH = 32
 _HEADER_MEMBERS = {"alg", "typ", "kid"}
 
 
@@ -82,10 +85,39 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of JSON arrays and objects in `text`, brackets inside strings not counted."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot exceed the bound: skip the character scan
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
 def _parse_json_object(data: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = data.decode("utf-8")
+        if _nesting_depth(text) > MAX_JSON_DEPTH:
+            raise JwsError("segment is nested too deeply")
+        obj = json.loads(text, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise JwsError("segment is not JSON") from exc
     if not isinstance(obj, dict):
         raise JwsError("segment is not a JSON object")
@@ -110,6 +142,15 @@ def _split(token: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
 def unverified_header(token: str) -> dict[str, Any]:
     """The protected header, unchecked: for routing only (which key set to try), never for trust."""
     return _split(token)[0]
+
+
+def unverified_member(token: str, member: str) -> str:
+    """A non-empty string member of the payload, unchecked: for routing only (which stored answer, which key
+    set), never for trust. Raises JwsError for anything that is not a compact JWS with such a member."""
+    value = _parse_json_object(_split(token)[1]).get(member)
+    if not isinstance(value, str) or not value:
+        raise JwsError(f"the payload has no {member}")
+    return value
 
 
 def _check_signature(key: ec.EllipticCurvePublicKey, signature: bytes, signing_input: bytes) -> None:

@@ -70,6 +70,11 @@ _TYPES = [
     ProblemType("rate-limited", 429, "Too many requests", 13),
     ProblemType("service-unavailable", 503, "Service unavailable", 13),
     ProblemType("internal-error", 500, "Internal error", 1),
+    # center commerce (issue 11)
+    ProblemType("device-suspect", 403, "The device reused a state counter (cloned or rolled back)", 8),
+    ProblemType("binding-conflict", 409, "The device id is bound to other keys", 10),
+    ProblemType("idempotency-mismatch", 422, "The idempotency key was used with another request body", 2),
+    ProblemType("already-redeemed", 409, "The credit code was already redeemed", 10),
 ]
 REGISTRY: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 BY_URI: dict[str, ProblemType] = {t.uri: t for t in _TYPES}

@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the project needs at run and test time (TPM simulator, TSS headers for tpm2-pytss,
-# network namespaces, PostgreSQL for tests, Chromium for the storefront test).
+# network namespaces, PostgreSQL for tests, Chromium for the storefront test, umockdev + GObject bindings
+# for terminal_cli's USB discovery tests: a recorded udev tree pyudev reads, uevents emitted from Python).
 APT_PACKAGES=(
   swtpm swtpm-tools tpm2-tools libtss2-dev pkg-config gcc python3-dev python3-venv
-  iproute2 postgresql chromium openssl
+  iproute2 postgresql chromium openssl umockdev gir1.2-umockdev-1.0 python3-gi
 )
 # Extra packages only the image targets need (installed by `make image`).
 if [[ "${COFFER_BOOTSTRAP_IMAGE:-0}" == 1 ]]; then

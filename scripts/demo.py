@@ -1,20 +1,18 @@
-"""`make demo`: run the most complete real flow that exists, step by step, with real parts.
+"""`make demo`: the real thing, step by step — nothing is played.
 
-Stages (real components; the one part played is named in stage 5):
+Stages:
   1. formats   content stream v1 (both AEADs), HPKE content-key wrapping, signed messages
   2. tpm       swtpm + the device's TPM adapter: provision, seal/unseal under a PIN, HPKE opened in the TPM,
                a TPM signature verified in software, the NV counter
-  3. center    the center with a sample catalog (image, text, audio, video), served on loopback
-  4. board     a simulated board: `device_os serve` in its own network namespace, bound to `usb0` of a veth
-               pair (the USB link), its TPM a swtpm on a unix socket; setup, unlock, wallet, the access rules
-  5. purchase  a catalog item bought on that board over the link: enrollment, a credit, the order streamed
-               into POST /v1/purchases, the payment opened and checked, the receipt, the item opened (Range
-               too) and compared with the catalog's bytes. The center's enrollment/order/settlement APIs are
-               not built yet: their side is played with `protocol` and the center's own key files
-               (scripts/demo_purchase.py)
+  3. center    `center serve` with the sample catalog, trusting the EK certificates of swtpm's local CA
+  4. board     a simulated board: `device_os provision` + `serve` in its own network namespace, bound to
+               `usb0` of a veth pair (the USB link), its TPM a swtpm on a unix socket
+  5. terminal  the commands a user types (scripts/demo_purchase.py): device setup with a PIN, unlock, enroll
+               (attested against swtpm's EK CA), redeem a credit code, catalog, purchase (streamed over the
+               link into the TPM-backed vault, paid, receipted), open, wallet, receipts, sync
 
 State lives in .demo/ (deleted and recreated each run; COFFER_DEMO_DIR names another directory). Set
-COFFER_DEMO_SERVE=1 to keep the center running after the flows until Ctrl-C.
+COFFER_DEMO_SERVE=1 to keep the center and the board running afterwards, with the commands to try printed.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from scripts.demo_purchase import expect
 from scripts.swtpm import SwtpmError
 from scripts.usblink import LinkError
 
@@ -115,20 +112,23 @@ def _wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0
 def stage_center() -> None:
     from center.demo import build_demo_catalog
     from protocol import jws
-    from protocol.api.catalog import ItemList, WellKnownCoffer
+    from protocol.api.catalog import WellKnownCoffer
     from protocol.keys import root_fingerprint
     from protocol.messages import Keyset
+    from scripts.swtpm import provision_template
 
+    template = provision_template(
+        DEMO_DIR / "tpm-template"
+    )  # the board's TPM: EK certificate from a local CA
+    SHARED["tpm_template"] = template
     data = DEMO_DIR / "center"
     listen = f"127.0.0.1:{_free_port()}"
     ids = build_demo_catalog(data, listen)
     console.print(f"  sample catalog: {len(ids)} items registered, previews generated")
     log = (DEMO_DIR / "center.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "center", "serve", "--data", str(data), "--listen", listen],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    serve = ["serve", "--data", str(data), "--listen", listen, "--ek-ca", str(template.ca_bundle)]
+    serve += ["--welcome-credit", str(WELCOME_CREDIT)]
+    process = subprocess.Popen([sys.executable, "-m", "center", *serve], stdout=log, stderr=subprocess.STDOUT)
     PROCESSES.append(process)
     base = f"http://{listen}"
     _wait_http(f"{base}/v1/health", process)
@@ -137,27 +137,23 @@ def stage_center() -> None:
     if root_fingerprint(root) != known.root_fingerprint:
         raise SystemExit("demo: root fingerprint does not match the root key")
     keyset = jws.verify(known.keyset, Keyset, keys=root, now=int(time.time()))
-    fingerprint = known.root_fingerprint[:16]
-    console.print(f"  /.well-known/coffer: keyset v{keyset.version} verified under root {fingerprint}…")
-    catalog = ItemList.model_validate_json(httpx.get(f"{base}/v1/items").content)
-    for item in catalog.items:
-        previews = ", ".join(f"{p.kind} {p.length} B" for p in item.previews)
-        console.print(
-            f"  {item.item_id}  {item.title:<16} {item.price!s:>9}  {item.content_length:>9} B"
-            f"  previews: {previews}"
-        )
+    console.print(
+        f"  center serve on {base}: key set v{keyset.version} signed by root {known.root_fingerprint[:16]}…; "
+        f"EK certificates trusted from swtpm's local CA; welcome credit {WELCOME_CREDIT} JPY per TPM"
+    )
     console.print(f"  [bold]browse the storefront at {base}/[/] (JSON: {base}/v1/items)")
-    SHARED["center_data"], SHARED["center_listen"] = data, listen
+    SHARED["center_data"], SHARED["center_url"] = data, base
 
 
 DEMO_PIN = "246810"
+WELCOME_CREDIT = 500
 
 
 def stage_board() -> None:
-    from scripts.swtpm import Swtpm, copy_state, provision_template
+    from scripts.swtpm import Swtpm, copy_state
     from scripts.usblink import SimulatedLink
 
-    template = provision_template(DEMO_DIR / "tpm-template")
+    template = SHARED["tpm_template"]
     tpm = Swtpm(copy_state(template, DEMO_DIR / "board-tpm"), transport="unix").start()
     CLEANUP.append(tpm.stop)
     link = SimulatedLink.create()
@@ -167,61 +163,24 @@ def stage_board() -> None:
         f"in network namespace {link.namespace}; TPM: swtpm at {tpm.tcti}"
     )
     data = DEMO_DIR / "board-data"
-    listen = f"{link.board_address}:8470"
     log = (DEMO_DIR / "device.log").open("wb")
     service = link.start_device(data, tpm.tcti, 8470, stdout=log, stderr=subprocess.STDOUT)
     PROCESSES.append(service)
-    base = f"http://{listen}"
+    base = f"http://{link.board_address}:8470"
     _wait_http(f"{base}/v1/health", service)
-    with httpx.Client(base_url=base, timeout=30.0) as board:
-        health = board.get("/v1/health").json()
-        console.print(
-            f"  device service on usb0 only: {base}  phase {health['phase']}, {health['device_id']}"
-        )
-        expect(board.post("/v1/setup", json={"pin": DEMO_PIN}), 201, "setup")
-        console.print(
-            "  setup: payment key created in the TPM, DEK sealed under the PIN, empty state committed"
-        )
-        identity = board.get("/v1/identity").json()
-        console.print(
-            f"  identity: AEAD at rest {identity['aead']}, EK certificate and Certify evidence published"
-        )
-        wrong = board.post("/v1/unlock", json={"pin": "000000"})
-        console.print(
-            f"  unlock with a wrong PIN: {wrong.status_code} {wrong.json().get('title')}, "
-            f"tries left {wrong.json().get('tries_left')}"
-        )
-        token = expect(board.post("/v1/unlock", json={"pin": DEMO_PIN}), 200, "unlock").json()["token"]
-        auth = {"Authorization": f"Bearer {token}"}
-        wallet = expect(board.get("/v1/wallet", headers=auth), 200, "wallet").json()
-        console.print(
-            f"  unlocked: wallet counter {wallet['counter']}, purses {wallet['purses']}, "
-            f"enrolled {wallet['enrolled']}"
-        )
-        refused = board.get("/v1/wallet")
-        console.print(f"  without the bearer token: {refused.status_code} {refused.json()['title']}")
-        foreign = board.get("/v1/health", headers={"Host": "evil.example"})
-        console.print(
-            f"  a foreign Host header (DNS rebinding): {foreign.status_code} {foreign.json()['title']}"
-        )
-        expect(board.post("/v1/lock", headers=auth), 204, "lock")
-        console.print(
-            f"  locked again: the old token is refused ({board.get('/v1/wallet', headers=auth).status_code})"
-        )
-    SHARED["board_base"] = base
-
-
-def stage_purchase() -> None:
-    from scripts.demo_purchase import run
-
-    run(
-        console,
-        center_data=SHARED["center_data"],
-        center_listen=SHARED["center_listen"],
-        board_base=SHARED["board_base"],
-        pin=DEMO_PIN,
-        work=DEMO_DIR,
+    console.print(
+        f"  first boot: `device_os provision` (storage key, EK, attestation key, NV counter), then "
+        f"`device_os serve` bound to usb0 only: {base}"
     )
+    SHARED["board_url"] = base
+
+
+def stage_terminal() -> None:
+    from scripts.demo_purchase import Pc, run
+
+    pc = Pc(console, DEMO_DIR / "pc", SHARED["center_url"], SHARED["board_url"], DEMO_PIN)
+    SHARED["pc"] = pc
+    run(console, pc=pc, center_data=SHARED["center_data"], work=DEMO_DIR)
 
 
 PROCESSES: list[subprocess.Popen[bytes]] = []
@@ -240,11 +199,23 @@ STAGES: list[tuple[str, str, Callable[[], None]]] = [
         stage_board,
     ),
     (
-        "purchase",
-        "A purchase on the board: catalog item -> order -> USB link -> TPM -> payment -> receipt -> opened",
-        stage_purchase,
+        "terminal",
+        "On the PC: terminal_cli sets the board up, enrolls it, and buys an item",
+        stage_terminal,
     ),
 ]
+
+
+def _print_try(pc: Any) -> None:
+    exports = " ".join(f"{k}={v}" for k, v in pc.environ.items() if k != "COFFER_PIN")
+    console.print(
+        "the center and the board keep running until Ctrl-C (COFFER_DEMO_SERVE=1). In another shell:\n"
+        f"  export {exports}\n"
+        f"  .venv/bin/terminal_cli device unlock        # PIN {pc.pin}\n"
+        "  .venv/bin/terminal_cli catalog\n"
+        "  .venv/bin/terminal_cli purchase ITEM -o FILE\n"
+        "  .venv/bin/terminal_cli wallet; .venv/bin/terminal_cli receipts; .venv/bin/terminal_cli doctor"
+    )
 
 
 def main() -> int:
@@ -262,7 +233,7 @@ def main() -> int:
             console.print(f"  [dim]{name}: {time.perf_counter() - started:.2f} s[/]")
         console.rule("[bold green]demo finished")
         if os.environ.get("COFFER_DEMO_SERVE") == "1" and PROCESSES:
-            console.print("serving until Ctrl-C (COFFER_DEMO_SERVE=1)")
+            _print_try(SHARED["pc"])
             with contextlib.suppress(KeyboardInterrupt):
                 PROCESSES[0].wait()
     finally:

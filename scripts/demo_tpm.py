@@ -93,7 +93,7 @@ def run(console_print: Callable[[str], object]) -> None:
                 _check(tpm.activate_credential(keys.ak, blob, secret) == challenge, "activation")
                 say("MakeCredential (software) -> ActivateCredential (TPM, EK + AK): the challenge came back")
 
-                kem, payer = tpm.load_hot_keys(keys.kem, payment, PIN)
+                kem, payer = tpm.load_hot_keys(tpm.create_kem_key(PIN), payment, PIN)
                 order_id = "ord_demo"
                 content_key = os.urandom(32)
                 wrapped = hpke.seal(kem.public_key(), content_key, info=hpke.content_key_info(order_id))

@@ -1,14 +1,8 @@
-"""Entry point of `terminal_cli`: not implemented yet (its issue has not landed)."""
+"""Entry point of `terminal_cli` (thin: the commands live in terminal_cli.commands)."""
 
 from __future__ import annotations
 
-import sys
-
-
-def main() -> None:
-    print("terminal_cli: not implemented yet", file=sys.stderr)
-    sys.exit(3)
-
+from terminal_cli.cli import main
 
 if __name__ == "__main__":
     main()

@@ -6,19 +6,28 @@
   `.ca_bundle`, `.stop(orderly=False)`, `.kill()`, `.start()`, `.restart()`. Killed at teardown.
 - `swtpm_factory` (function): `swtpm_factory(transport="tcp"|"unix", start=True)` makes more fresh TPMs
   (e.g. one per lockout test, since dictionary-attack lockout is global to a TPM).
+
+Hypothesis profiles: `ci` has no deadline (a shared CI machine's timing says nothing about the code) and
+prints the blob to reproduce a failure; it is loaded when `CI` is set, or with `--hypothesis-profile ci`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
+from hypothesis import settings
 
 from tests.support.swtpm import SwtpmInstance, SwtpmTemplate, new_instance, provision_template
 
 SwtpmFactory = Callable[..., SwtpmInstance]
+
+settings.register_profile("ci", deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

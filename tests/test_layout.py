@@ -2,7 +2,9 @@
 
 - `center`, `device_os` and `terminal_cli` import `protocol`, never each other;
 - `protocol` imports none of the three programs;
-- only `device_os/tpm/` imports tpm2_pytss.
+- only `device_os/tpm/` imports tpm2_pytss;
+- in `protocol`, only the HTTP adapter `protocol/http/asgi.py` imports a web framework (the wire formats stay
+  framework-free; the terminal never loads Starlette through `protocol`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ def test_only_the_tpm_adapter_imports_tpm2_pytss() -> None:
         if "tpm2_pytss" in _imports(p) and adapter not in p.parents
     ]
     assert offenders == []
+
+
+def test_only_the_http_adapter_in_protocol_imports_a_web_framework() -> None:
+    adapter = ROOT / "protocol" / "http" / "asgi.py"
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in _sources("protocol")
+        if _imports(p) & {"starlette", "fastapi", "uvicorn"} and p != adapter
+    ]
+    assert offenders == []
+    assert _imports(adapter) & {"starlette", "fastapi"}
 
 
 def test_the_rules_see_real_code() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,13 +12,23 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from center.api import access, openapi, problems
 from center.api.context import CenterContext
-from center.api.routes import health, items, storefront, wellknown
+from center.api.limits import BodyLimit
+from center.api.routes import credits, devices, health, items, orders, statements, storefront, wellknown
 from center.api.security import SecurityHeaders
 from center.blobs import LocalBlobStore
 from center.db.engine import make_engine, session_factory
 from center.keys import CenterKeys, load_or_create
+from center.services.admin import AdminService
 from center.services.catalog import CatalogService
+from center.services.common import Commerce
+from center.services.credits import CreditService
+from center.services.enrollment import EnrollmentService, load_ek_trust
+from center.services.orders import OrderService
+from center.services.settlement import SettlementService
+from center.services.statements import StatementService
 from center.settings import CenterSettings
+
+log = logging.getLogger("center")
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
@@ -43,8 +54,28 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
     keys = keys if keys is not None else load_or_create(settings.keys_dir, settings.issuer_url())
     engine = make_engine(settings.sqlalchemy_url())
     blobs = LocalBlobStore(settings.blobs_dir)
-    catalog = CatalogService(session_factory(engine), blobs, settings.data_dir / "tmp")
-    context = CenterContext(settings, keys, engine, blobs, catalog, templates())
+    sessions = session_factory(engine)
+    catalog = CatalogService(sessions, blobs, settings.data_dir / "tmp")
+    commerce = Commerce(sessions, keys, settings, blobs)
+    context = CenterContext(
+        settings,
+        keys,
+        engine,
+        blobs,
+        catalog,
+        templates(),
+        commerce,
+        EnrollmentService(commerce, load_ek_trust(settings.ek_ca)),
+        CreditService(commerce),
+        OrderService(commerce),
+        SettlementService(commerce),
+        StatementService(commerce),
+        AdminService(commerce),
+    )
+    if settings.allow_unattested:
+        log.warning("--allow-unattested: EK certificate chains are NOT checked (tests and demos only)")
+    elif not settings.ek_ca:
+        log.warning("no EK CA configured (--ek-ca): every enrollment will be refused")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -61,10 +92,20 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         lifespan=lifespan,
     )
     app.state.center = context
-    for router in (storefront.router, health.router, wellknown.router, items.router):
+    for router in (
+        storefront.router,
+        health.router,
+        wellknown.router,
+        items.router,
+        devices.router,
+        credits.router,
+        orders.router,
+        statements.router,
+    ):
         app.include_router(router)
     problems.install(app)
     openapi.install(app)
     access.enforce(app)
+    app.add_middleware(BodyLimit)
     app.add_middleware(SecurityHeaders, hsts=settings.tls)
     return app

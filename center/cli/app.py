@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from center.cli import printer
-from center.errors import CenterError, InvalidInputError, ItemNotFoundError, UnsupportedMediaError
+from center.cli import commerce, printer
+from center.errors import CenterError, InvalidInputError, NotFoundError, UnsupportedMediaError
 from center.settings import CenterSettings
 from protocol.api.catalog import ItemSummary
 
@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="Coffer center: catalog, previews, storefront.",
+    help="Coffer center: catalog, previews, storefront, enrollment, orders, ledger.",
 )
 db_app = typer.Typer(no_args_is_help=True, help="Database schema (Alembic).")
 keys_app = typer.Typer(no_args_is_help=True, help="The center's keys.")
@@ -33,6 +33,9 @@ item_app = typer.Typer(no_args_is_help=True, help="Catalog administration (on th
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(item_app, name="item")
+app.add_typer(commerce.credit_app, name="credit")
+app.add_typer(commerce.device_app, name="device")
+app.add_typer(commerce.ledger_app, name="ledger")
 
 DataOpt = Annotated[Path | None, typer.Option("--data", help="Data directory [env COFFER_CENTER_DATA_DIR]")]
 DbOpt = Annotated[
@@ -69,6 +72,21 @@ def serve(
     issuer: Annotated[
         str | None, typer.Option("--issuer", help="Public URL of the center (keyset iss)")
     ] = None,
+    ek_ca: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--ek-ca", help="PEM file of trusted EK CA certificates (repeatable) [env COFFER_CENTER_EK_CA]"
+        ),
+    ] = None,
+    allow_unattested: Annotated[
+        bool | None, typer.Option("--allow-unattested", help="Tests and demos only: skip the EK chain check")
+    ] = None,
+    welcome_credit: Annotated[
+        int | None, typer.Option("--welcome-credit", help="Welcome credit once per EK (minor units; 0: none)")
+    ] = None,
+    max_unpaid: Annotated[
+        int | None, typer.Option("--max-unpaid", help="Unpaid deliveries before orders stop")
+    ] = None,
 ) -> None:
     """Migrate the database, load (or create) the keys, and serve the center."""
     import uvicorn
@@ -77,7 +95,18 @@ def serve(
     from center.db.engine import make_engine, upgrade
     from center.keys import load_or_create
 
-    settings = _settings(data, database_url, listen=listen, tls_cert=tls_cert, tls_key=tls_key, issuer=issuer)
+    settings = _settings(
+        data,
+        database_url,
+        listen=listen,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        issuer=issuer,
+        ek_ca=tuple(ek_ca) if ek_ca else None,
+        allow_unattested=allow_unattested or None,
+        welcome_credit=welcome_credit,
+        max_unpaid=max_unpaid,
+    )
     host, port = settings.check_serving()
     settings.prepare_data_dir()
     engine = make_engine(settings.sqlalchemy_url())
@@ -215,7 +244,7 @@ def run(argv: list[str] | None = None) -> int:
             return 2
         format_message = getattr(exc, "format_message", None)
         return _fail(format_message() if callable(format_message) else str(exc), 2)
-    except (InvalidInputError, UnsupportedMediaError, ItemNotFoundError) as exc:
+    except (InvalidInputError, UnsupportedMediaError, NotFoundError) as exc:
         return _fail(exc.message, 2)
     except CenterError as exc:
         return _fail(exc.message, 1)

@@ -63,3 +63,31 @@ def item_detail(item: ItemDetail) -> None:
 def line(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def ledger_report(report: dict[str, Any]) -> None:
+    console = _console()
+    table = Table("account", "debits", "credits", "balance", "held", "available")
+    for a in report["accounts"]:
+        table.add_row(
+            a["account"],
+            str(a["debits"]),
+            str(a["credits"]),
+            str(a["balance"]),
+            str(a["held"]),
+            str(a["available"]),
+        )
+    console.print(table)
+    for o in report["unpaid_deliveries"]:
+        price = f"{o['price']['amount']} {o['price']['currency']}"
+        console.print(f"unpaid delivery  {o['order_id']}  {o['device_id']}  {price}")
+    for d in report["devices"]:
+        console.print(f"device {d['state']}  {d['device_id']}  {d['reason'] or ''}")
+    checks = report["checks"]
+    verdict = "ok" if checks["ok"] else "FAILED"
+    console.print(
+        f"debits {checks['total_debits']} = credits {checks['total_credits']}: {checks['balanced']}; "
+        f"resolutions match holds: {checks['resolutions_match_holds']}; "
+        f"overdrawn: {checks['overdrawn'] or 'none'}; "
+        f"ledger {verdict}"
+    )

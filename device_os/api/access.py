@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
+
+from protocol.http import access as shared
+from protocol.http.asgi import route_keys as route_keys  # re-exported: app.py and the tests use it
 
 KIB = 1024
 #: The largest content stream a purchase may send (the exact bound is the order's stream length).
@@ -28,10 +30,13 @@ class Access(Enum):
 class Policy:
     access: Access
     max_body: int  # bytes; enforced while reading, not only from Content-Length
+    #: The body must be sent as `Content-Type: application/json` (else 415): a public route a browser could
+    #: reach cross-site with a form (text/plain, urlencoded, no type) needs no preflight; JSON does.
+    json_only: bool = False
 
 
-def _public(max_body: int = 0) -> Policy:
-    return Policy(Access.PUBLIC, max_body)
+def _public(max_body: int = 0, *, json_only: bool = False) -> Policy:
+    return Policy(Access.PUBLIC, max_body, json_only)
 
 
 def _token(max_body: int = 0) -> Policy:
@@ -42,8 +47,8 @@ POLICIES: dict[tuple[str, str], Policy] = {
     ("GET", "/openapi.json"): _public(),
     ("GET", "/v1/health"): _public(),
     ("GET", "/v1/identity"): _public(),
-    ("POST", "/v1/setup"): _public(1 * KIB),
-    ("POST", "/v1/unlock"): _public(1 * KIB),
+    ("POST", "/v1/setup"): _public(1 * KIB, json_only=True),
+    ("POST", "/v1/unlock"): _public(1 * KIB, json_only=True),
     ("POST", "/v1/lock"): _token(1 * KIB),
     ("POST", "/v1/pin"): _token(1 * KIB),
     ("POST", "/v1/activate"): _token(4 * KIB),
@@ -63,22 +68,10 @@ POLICIES: dict[tuple[str, str], Policy] = {
 UNROUTED_MAX_BODY = 1 * KIB
 
 
-def route_keys(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every route the app serves (HEAD is implied by GET); non-API routes count too."""
-    keys: set[tuple[str, str]] = set()
-    for route in iter_route_contexts(app.routes):  # flattens included routers
-        methods = route.methods or {"*"}  # a mount or websocket has no methods: it needs an entry too
-        for method in methods:
-            if method != "HEAD":
-                keys.add((method, route.path or repr(route)))
-    return keys
-
-
 def missing_policies(app: FastAPI) -> set[tuple[str, str]]:
-    return route_keys(app) - set(POLICIES)
+    return shared.missing_policies(route_keys(app), POLICIES)
 
 
 def enforce(app: FastAPI) -> None:
-    missing = missing_policies(app)
-    if missing:
-        raise RuntimeError(f"routes without an access policy: {sorted(missing)}")
+    """Refuse to build an app with a route missing from the table (MissingPolicyError, a RuntimeError)."""
+    shared.require_policies(route_keys(app), POLICIES)

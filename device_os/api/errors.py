@@ -4,6 +4,7 @@ ApiError
 ├── Unauthorized        no, malformed or dead bearer token (locked, restarted)   -> unauthorized (401)
 ├── MisdirectedRequest  the Host header is not the configured listen address    -> misdirected-request (421)
 ├── PayloadTooLarge     the body exceeds the route's limit                       -> payload-too-large (413)
+├── UnsupportedMediaType  a JSON-only route's body is not JSON             -> unsupported-media-type (415)
 └── ActivationFailed    TPM2_ActivateCredential refused the credential           -> attestation-failed (422)
 
 The device core's errors (`device_os.errors`), the TPM adapter's (`device_os.tpm.errors`) and protocol's
@@ -35,6 +36,10 @@ class MisdirectedRequest(ApiError):
 
 class PayloadTooLarge(ApiError):
     slug = "payload-too-large"
+
+
+class UnsupportedMediaType(ApiError):
+    slug = "unsupported-media-type"
 
 
 class ActivationFailed(ApiError):

@@ -4,9 +4,13 @@ In order, before routing and before a body byte is read:
 1. `Host` must be the configured listen address, with or without its port (DNS rebinding) -> 421;
 2. the route's policy comes from `device_os.api.access.POLICIES` (a routed request without one fails closed);
 3. `TOKEN` routes need a live bearer token of the current unlock session -> 401 (the wallet it unlocks is
-   handed to the route in `request.state.wallet`);
+   handed to the route in `request.state.wallet`); while such a request runs (body and response streaming
+   included) the device does not auto-lock (`DeviceService.busy`);
 4. a declared `Content-Length` above the route's limit -> 413, and the limit holds while reading too
-   (chunked bodies, lying lengths).
+   (chunked bodies, lying lengths);
+5. a `json_only` route (the public POSTs: setup, unlock) needs `Content-Type: application/json` -> 415, so a
+   cross-site form post (text/plain, urlencoded, no type: no CORS preflight) never reaches it, whatever the
+   installed FastAPI does with such a body.
 No CORS: nothing here or elsewhere emits Access-Control-* headers, so browsers keep other origins out.
 Every response gets `Cache-Control: no-store`. Any exception that escapes a route ends in the one handler
 (`device_os.api.problems.handle`).
@@ -17,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import anyio.to_thread
 from starlette.datastructures import Headers, MutableHeaders
@@ -26,7 +31,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from device_os.api.access import POLICIES, UNROUTED_MAX_BODY, Access, Policy
-from device_os.api.errors import MisdirectedRequest, PayloadTooLarge
+from device_os.api.errors import MisdirectedRequest, PayloadTooLarge, UnsupportedMediaType
 from device_os.api.problems import handle
 from device_os.api.service import DeviceService
 
@@ -78,7 +83,14 @@ class Gate:
                 wallet = await anyio.to_thread.run_sync(self.service.authenticate, token)
                 scope.setdefault("state", {})["wallet"] = wallet
             self._check_length(headers, limit)
-            await self.app(scope, _limited(receive, limit), send_guarded)
+            if policy is not None and policy.json_only:
+                _check_json(headers)
+            # An authenticated request in progress (an upload, a content stream) keeps the device awake.
+            awake = (
+                self.service.busy() if policy is not None and policy.access is Access.TOKEN else nullcontext()
+            )
+            with awake:
+                await self.app(scope, _limited(receive, limit), send_guarded)
         except Exception as exc:
             if started:  # too late for a problem response: the client sees a cut response
                 log.error("error after the response started: %s", type(exc).__name__)
@@ -111,6 +123,12 @@ class Gate:
             raise StarletteHTTPException(400, "Content-Length is not a number")
         if int(declared) > limit:
             raise PayloadTooLarge(f"the request body exceeds {limit} bytes")
+
+
+def _check_json(headers: Headers) -> None:
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType("the request body must be sent as Content-Type: application/json")
 
 
 def _bearer(headers: Headers) -> str | None:

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from device_os.core.device import Phase
+from device_os.settings import RootPinning
 from protocol.messages import Jwk
 
 #: A PIN as sent; the core judges it (6..32 digits at setup; anything else is just a wrong PIN at unlock).
@@ -63,6 +64,9 @@ class Health(_Response):
     tampered: bool
     tamper_reason: str | None
     software_version: str
+    #: How the center root is pinned: `pinned` (configured), `trust-first` (the first enrollment's root, as
+    #: explicitly allowed), `none` (enrollment refused until a root is configured).
+    root_pinning: RootPinning
 
 
 class CertifyEvidenceOut(_Response):
@@ -93,6 +97,8 @@ class Identity(_Response):
     payment_jwk: Jwk
     certify_nonce: str  # base64url
     certify: CertifyPair
+    root_pinning: RootPinning  # as in Health
+    pinned_root_fingerprint: str | None  # the configured center root (lowercase hex SHA-256 of its SPKI)
 
 
 class SetupAnswer(_Response):

@@ -1,9 +1,10 @@
 """The one exception handler of the device API (STYLE.md 8): every error becomes problem+json (RFC 9457).
 
 `handle(request, exc)` maps, in this order: this layer's `ApiError`s, the device core's `DeviceError`s, the
-TPM adapter's `TpmError`s, `protocol`'s `ProtocolError`s, FastAPI's request validation, Starlette's HTTP
-errors (404, 405, 413, 400, ...), and anything else (500 `internal-error`). FastAPI calls it for the last
-two kinds; the gate (`device_os.api.gate`) calls it for everything that escapes a route. Bodies carry the
+TPM adapter's `TpmError`s, `protocol`'s `ProtocolError`s, the errors the center shares
+(`protocol.http.asgi.framework_problem`: a 416 Range, FastAPI's request validation, Starlette's HTTP errors
+404, 405, 413, 400, ...), and anything else (500 `internal-error`). FastAPI calls it for validation and HTTP
+errors; the gate (`device_os.api.gate`) calls it for everything that escapes a route. Bodies carry the
 registry's `type`/`title`/`status`, a `detail` written by our own code (never an input value, a stack trace
 or a secret), and extension members (`tries_left`, `retry_after`, `errors`).
 """
@@ -14,45 +15,19 @@ import logging
 from typing import Any
 
 from fastapi import Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import Response
 
 from device_os.api.errors import ApiError
 from device_os.errors import DeviceError, PinLockout, WrongPin
 from device_os.tpm import Lockout, TpmError, TpmUnavailable
 from device_os.tpm import WrongPin as TpmWrongPin
 from protocol.errors import AttestationError, EncodingError, JwsError, ProtocolError
-from protocol.problems import PROBLEM_CONTENT_TYPE, REGISTRY, problem_body
+from protocol.http.asgi import framework_problem, problem_response
+from protocol.problems import REGISTRY
 
 log = logging.getLogger("device_os.api")
 
 UNAVAILABLE_RETRY_AFTER = 5
-_STATUS_SLUGS = {
-    400: "bad-request",
-    401: "unauthorized",
-    404: "not-found",
-    405: "method-not-allowed",
-    413: "payload-too-large",
-    415: "unsupported-media-type",
-    421: "misdirected-request",
-    422: "validation-error",
-    503: "service-unavailable",
-}
-#: Headers of a Starlette HTTPException worth passing on (405's Allow); nothing else is copied.
-_PASSED_HEADERS = {"allow"}
-
-
-class ProblemResponse(JSONResponse):
-    media_type = PROBLEM_CONTENT_TYPE
-
-
-def problem_response(
-    slug: str, detail: str | None = None, headers: dict[str, str] | None = None, **extensions: Any
-) -> Response:
-    body = problem_body(slug, detail, **extensions)
-    headers = {"Cache-Control": "no-store", **(headers or {})}
-    return ProblemResponse(body, status_code=body["status"], headers=headers)
 
 
 def _device_error(exc: DeviceError) -> Response:
@@ -98,27 +73,6 @@ def _protocol_error(exc: ProtocolError) -> Response:
     return problem_response("bad-request", type(exc).__name__)
 
 
-def _validation_error(exc: RequestValidationError) -> Response:
-    # Only where and why: FastAPI's `input` and `ctx` would echo the request (a PIN) back.
-    errors = [
-        {
-            "loc": [str(p) for p in e.get("loc", ())],
-            "msg": str(e.get("msg", "")),
-            "type": str(e.get("type", "")),
-        }
-        for e in exc.errors()
-    ]
-    return problem_response("validation-error", "the request does not match the API", errors=errors)
-
-
-def _http_error(exc: StarletteHTTPException) -> Response:
-    status = exc.status_code
-    slug = _STATUS_SLUGS.get(status, "bad-request" if status < 500 else "internal-error")
-    detail = exc.detail if isinstance(exc.detail, str) and status < 500 else None
-    headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() in _PASSED_HEADERS}
-    return problem_response(slug, detail, headers)
-
-
 async def handle(request: Request, exc: Exception) -> Response:
     """Map any exception to application/problem+json."""
     if isinstance(exc, ApiError):
@@ -129,10 +83,9 @@ async def handle(request: Request, exc: Exception) -> Response:
         return _tpm_error(exc)
     if isinstance(exc, ProtocolError):
         return _protocol_error(exc)
-    if isinstance(exc, RequestValidationError):
-        return _validation_error(exc)
-    if isinstance(exc, StarletteHTTPException):
-        return _http_error(exc)
+    shared = framework_problem(exc)
+    if shared is not None:
+        return shared
     # No traceback in the log either: exception messages of libraries may quote input.
     log.error("unexpected %s on %s %s", type(exc).__name__, request.method, request.url.path)
     return problem_response("internal-error")

@@ -24,7 +24,6 @@ staging and deletes its temp blob, nothing is committed (no state change).
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Literal
 
@@ -36,10 +35,9 @@ from device_os.api.errors import ApiError
 from device_os.api.handoff import Handoff, HandoffClosed
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.wallet import PurchaseAnswer, Wallet
-from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage
-from protocol import stream
-from protocol.b64 import b64url_decode
-from protocol.errors import EncodingError, StreamError
+from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
+from protocol import jws, stream
+from protocol.errors import JwsError, StreamError
 from protocol.errors import SegmentTooLarge as StreamSegmentTooLarge
 from protocol.messages import Order
 
@@ -67,17 +65,10 @@ class UploadAborted(ApiError):
 def order_id_of(order_jws: str) -> str:
     """The `order_id` of an order JWS, unverified: only to look up a stored answer (DESIGN.md: "answered
     from the stored result before any other check"). Everything else waits for the signature check."""
-    parts = order_jws.split(".")
-    if len(parts) != 3:
-        raise InvalidMessage("Coffer-Order is not a compact JWS")
     try:
-        payload = json.loads(b64url_decode(parts[1]))
-    except (EncodingError, ValueError) as exc:
-        raise InvalidMessage("Coffer-Order is not a compact JWS") from exc
-    value = payload.get("order_id") if isinstance(payload, dict) else None
-    if not isinstance(value, str) or not value:
-        raise InvalidMessage("the order has no order_id")
-    return value
+        return jws.unverified_member(order_jws, "order_id")
+    except JwsError as exc:
+        raise InvalidMessage("Coffer-Order is not a compact JWS with an order_id") from exc
 
 
 def _verify(wallet: Wallet, order_jws: str, repurchase: bool) -> PurchaseAnswer | Order:
@@ -149,10 +140,13 @@ async def _feed(body: AsyncIterator[bytes], first: bytes, limit: int, pipe: Hand
             pipe.fail(outcome)
 
 
-def _chunks(pipe: Handoff[list[bytes]], head: bytes) -> Iterator[bytes]:
-    """The worker's view of the body: the header, then each batch; raises what the feeder reported."""
+def _chunks(pipe: Handoff[list[bytes]], head: bytes, wallet: Wallet) -> Iterator[bytes]:
+    """The worker's view of the body: the header, then each batch; raises what the feeder reported, and
+    Locked at the next batch once the device locked (the import aborts: temp blob removed, no commit)."""
     yield head
     while (batch := pipe.get()) is not None:
+        if wallet.closed:
+            raise Locked("the device locked during the upload; nothing was committed")
         yield from batch
 
 
@@ -192,7 +186,7 @@ async def import_purchase(
 
     def work() -> PurchaseAnswer:
         try:
-            return _stage_and_commit(wallet, order, order_jws, _chunks(pipe, head), mode, repurchase)
+            return _stage_and_commit(wallet, order, order_jws, _chunks(pipe, head, wallet), mode, repurchase)
         finally:
             pipe.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+from contextlib import AbstractContextManager
 from typing import Any
 
 from cryptography import x509
@@ -55,6 +56,7 @@ class DeviceService:
             tampered=status.tampered,
             tamper_reason=status.tamper_reason,
             software_version=self.software_version,
+            root_pinning=self.device.settings.root_pinning(),
         )
 
     def identity(self) -> Identity:
@@ -77,6 +79,8 @@ class DeviceService:
             payment_jwk=ident["payment_jwk"],
             certify_nonce=ident["certify_nonce"],
             certify=certify,
+            root_pinning=self.device.settings.root_pinning(),
+            pinned_root_fingerprint=self.device.settings.pinned_root_fingerprint,
         )
 
     def setup(self, pin: str) -> SetupAnswer:
@@ -184,6 +188,10 @@ class DeviceService:
         return wallet.statement(nonce)
 
     # -- auto-lock ----------------------------------------------------------------------------------------
+    def busy(self) -> AbstractContextManager[None]:
+        """Held by the gate around every authenticated request: no auto-lock while one is in progress."""
+        return self.device.busy()
+
     def check_idle(self) -> bool:
         """Lock when idle past the timeout (called periodically and before unlock); True if it locked."""
         if self.device.check_idle():

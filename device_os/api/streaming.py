@@ -1,4 +1,5 @@
-"""Plaintext out of the library over HTTP: single byte ranges (RFC 9110 §14) and the streamed response.
+"""Plaintext out of the library over HTTP: the streamed response for one byte range (RFC 9110 §14; parsed by
+the parser the center shares, `protocol.http.ranges`).
 
     span = parse_range(request.headers.get("range"), entry.length)   # None: the whole item
     response = await content_response(wallet, entry, span)
@@ -11,63 +12,17 @@ unreadable blob still end in a problem+json answer rather than a cut response.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterator
 
 import anyio.to_thread
 from starlette.responses import Response, StreamingResponse
 
-from device_os.api.errors import ApiError
 from device_os.core.body import LibraryEntry
 from device_os.core.wallet import Wallet
+from protocol.http.ranges import RangeNotSatisfiable, content_range, parse_range
 
 OCTET_STREAM = "application/octet-stream"
-_RANGE_RE = re.compile(r"\A\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*\Z", re.IGNORECASE)
 _PULL_BYTES = 1024 * 1024  # plaintext gathered per hop to a worker thread
-
-
-class RangeNotSatisfiable(ApiError):
-    """416 with `Content-Range: bytes */<length>` (RFC 9110 §15.5.17)."""
-
-    slug = "range-not-satisfiable"
-
-    def __init__(self, length: int) -> None:
-        super().__init__(
-            f"the range is outside the item's {length} bytes", headers={"Content-Range": f"bytes */{length}"}
-        )
-
-
-def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
-    """[start, end) of a single `bytes=` range over `length` bytes; None to send the whole item.
-
-    `a-b` (b clipped to the end), `a-`, `-n` (the last n bytes). A header that is not one well-formed byte
-    range (another unit, several ranges, `b < a`) is ignored, as RFC 9110 §14.2 allows. A well-formed range
-    that selects nothing (a >= length, `-0`, anything on an empty item) raises RangeNotSatisfiable.
-    """
-    if header is None:
-        return None
-    match = _RANGE_RE.match(header)
-    if match is None:
-        return None
-    first, last = match.group(1), match.group(2)
-    if first:
-        start = int(first)
-        if last:
-            end_inclusive = int(last)
-            if end_inclusive < start:
-                return None  # invalid syntax: ignored
-            end = min(end_inclusive + 1, length)
-        else:
-            end = length
-        if start >= length:
-            raise RangeNotSatisfiable(length)
-        return start, end
-    if not last:
-        return None  # "bytes=-": not a range
-    suffix = int(last)
-    if suffix == 0 or length == 0:
-        raise RangeNotSatisfiable(length)
-    return max(0, length - suffix), length
 
 
 def _gather(chunks: Iterator[bytes]) -> bytes | None:
@@ -111,7 +66,7 @@ async def content_response(wallet: Wallet, entry: LibraryEntry, span: tuple[int,
         "ETag": f'"{entry.sha256}"',
     }
     if status == 206:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.length}"
+        headers["Content-Range"] = content_range((start, end), entry.length)
     return StreamingResponse(
         _body(first, chunks), status_code=status, headers=headers, media_type=OCTET_STREAM
     )

@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +37,10 @@ _BLOB_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 _READ_CHUNK = 256 * 1024
 #: Plaintext gathered by `import_stream` before one hash update + encrypt pass + write(2).
 IMPORT_BATCH = 1024 * 1024
+
+
+def _always() -> None:
+    """The `alive` check of a reader nobody can lock."""
 
 
 class BlobWriter:
@@ -59,7 +63,8 @@ class BlobWriter:
         self._encryptor = None if key is None else stream.Encryptor(key, aead=aead, segment_size=segment_size)
         self._segment_size = segment_size
         self._buf = memoryview(bytearray(0))  # the ciphertext of one write(), reused
-        self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with fsio.full_disk_refused():
+            self._fd: int | None = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._hash = None if key is None else hashlib.sha256()
         self.length = 0
 
@@ -80,8 +85,9 @@ class BlobWriter:
         if self._fd is None:
             raise ValueError("blob writer is closed")
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        with fsio.full_disk_refused():
+            while view:
+                view = view[os.write(self._fd, view) :]
 
     def write(self, data: bytes | memoryview) -> None:
         """Hash `data`, encrypt it into a reused buffer, write that in one write(2); raw: write `data`."""
@@ -104,7 +110,8 @@ class BlobWriter:
             if self._encryptor is not None:
                 self._out(self._encryptor.finalize())
             self._faults("content-after-write")
-            os.fsync(self._fd)
+            with fsio.full_disk_refused():
+                os.fsync(self._fd)
             self._faults("content-after-fsync")
         except BaseException:
             self.abort()
@@ -262,22 +269,44 @@ class ContentStore:
             faults=self._faults,
         )
 
-    def read(self, blob_id: str, key: bytes) -> Iterator[bytes]:
-        """Plaintext chunks of a blob, each authenticated before it is yielded; StreamError on any fault."""
+    def read(self, blob_id: str, key: bytes, *, alive: Callable[[], object] = _always) -> Iterator[bytes]:
+        """Plaintext of a blob, one segment at a time, each authenticated before it is yielded; StreamError
+        on any fault. `alive()` runs before every segment is decrypted and stops the stream by raising (the
+        device locked: no plaintext after lock, whatever the reader holds)."""
         decryptor = stream.Decryptor(key, max_segment_size=MAX_SEGMENT_SIZE)
         with self.path(blob_id).open("rb") as fh:
-            while chunk := fh.read(_READ_CHUNK):
+            size = stream.HEADER_SIZE
+            while chunk := fh.read(size):
+                alive()
                 out = decryptor.update(chunk)
+                if decryptor.header is not None:
+                    size = decryptor.header.segment_size + stream.TAG_SIZE
                 if out:
                     yield out
+        alive()
         tail = decryptor.finalize()
         if tail:
             yield tail
 
-    def read_range(self, blob_id: str, key: bytes, start: int, length: int) -> Iterator[bytes]:
-        """Plaintext bytes [start, start + length), each segment verified; ValueError outside the item."""
+    def plaintext_length(self, blob_id: str) -> int:
+        """The plaintext length the blob's header and size imply (OSError, StreamError, ValueError)."""
         with self.path(blob_id).open("rb") as fh:
-            yield from stream.read_range(fh, key, start, length, max_segment_size=MAX_SEGMENT_SIZE)
+            header = stream.Header.parse(fh.read(stream.HEADER_SIZE), max_segment_size=MAX_SEGMENT_SIZE)
+            return stream.plaintext_length(os.fstat(fh.fileno()).st_size, header.segment_size)
+
+    def read_range(
+        self, blob_id: str, key: bytes, start: int, length: int, *, alive: Callable[[], object] = _always
+    ) -> Iterator[bytes]:
+        """Plaintext bytes [start, start + length), each segment verified; ValueError outside the item.
+        `alive()` runs before every segment is decrypted, as in `read`."""
+        with self.path(blob_id).open("rb") as fh:
+            segments = stream.read_range(fh, key, start, length, max_segment_size=MAX_SEGMENT_SIZE)
+            while True:
+                alive()
+                segment = next(segments, None)
+                if segment is None:
+                    return
+                yield segment
 
     def raw_chunks(self, blob_id: str) -> Iterator[bytes]:
         with self.path(blob_id).open("rb") as fh:

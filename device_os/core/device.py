@@ -21,7 +21,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -46,7 +46,7 @@ from device_os.errors import (
     WrongPin,
 )
 from device_os.settings import DeviceSettings
-from device_os.tpm import KeyBlob, Lockout, ProvisionedKeys, Tpm, TpmError
+from device_os.tpm import KemKey, KeyBlob, Lockout, PaymentKey, ProvisionedKeys, Tpm, TpmError
 from device_os.tpm import WrongPin as TpmWrongPin
 from protocol.b64 import b64url_encode
 from protocol.keys import device_id_for, jwk_from_public_key, public_key_to_pem
@@ -122,6 +122,7 @@ class Device:
         self._first_unlock_done = False
         self._blobs: KeyFiles | None = None
         self._idle_lock = threading.Lock()
+        self._busy = 0  # requests in progress (`busy()`): no auto-lock while any runs
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -137,9 +138,11 @@ class Device:
         return device
 
     def close(self) -> None:
-        """Lock, then close the TPM (orderly Shutdown(STATE))."""
-        self.lock()
-        self.tpm.close()
+        """Lock, then close the TPM (orderly Shutdown(STATE), even if the lock failed)."""
+        try:
+            self.lock()
+        finally:
+            self.tpm.close()
 
     def _load_provisioned(self) -> ProvisionedKeys | None:
         path = self.data_dir / PROVISIONED
@@ -165,6 +168,7 @@ class Device:
                 self.lock()
             self._drop_session()
             self._tamper = None
+            self._first_unlock_done = False  # the next unlock collects blobs an interrupted commit left
             self._provisioned = self._load_provisioned()
             if self._provisioned is None:
                 return self.status()
@@ -200,10 +204,14 @@ class Device:
             raise NotProvisioned("the device is not provisioned")
         return self._device_id
 
+    def _tamper_reason(self) -> str | None:
+        """Tamper seen at start or unlock, or by the store under a commit (the counter moved)."""
+        return self._tamper or self.store.tamper
+
     def phase(self) -> Phase:
         if self._provisioned is None:
             return Phase.NOT_PROVISIONED
-        if self._tamper is not None:
+        if self._tamper_reason() is not None:
             return Phase.TAMPERED
         if not self.keydir.present():
             return Phase.NOT_SET_UP
@@ -215,13 +223,13 @@ class Device:
             phase=phase,
             device_id=self._device_id,
             counter=self._recovery.tpm_counter if self._recovery is not None else None,
-            tampered=self._tamper is not None,
-            tamper_reason=self._tamper,
+            tampered=self._tamper_reason() is not None,
+            tamper_reason=self._tamper_reason(),
         )
 
     @property
     def tampered(self) -> bool:
-        return self._tamper is not None
+        return self._tamper_reason() is not None
 
     @property
     def needs_recovery(self) -> bool:
@@ -250,23 +258,25 @@ class Device:
 
     # -- setup --------------------------------------------------------------------------------------------
     def setup(self, pin: str) -> DeviceStatus:
-        """Flow 2: PIN-bound payment key, DEK sealed under the PIN, certify evidence, the empty state."""
+        """Flow 2: PIN-bound KEM and payment keys, the DEK sealed under the PIN, certify evidence, the empty
+        state."""
         auth = check_pin(pin)
         with self.lock_:
             phase = self.phase()
             if phase is Phase.NOT_PROVISIONED:
                 raise NotProvisioned("the device is not provisioned")
             if phase is Phase.TAMPERED:
-                raise Tampered(self._tamper or "tampered")
+                raise Tampered(self._tamper_reason() or "tampered")
             if phase is not Phase.NOT_SET_UP:
                 raise AlreadySetUp("the device is already set up")
             assert self._provisioned is not None
             prov = self._provisioned
             aead = resolve(self.settings.aead)
+            kem = self.tpm.create_kem_key(auth)
             payment = self.tpm.create_payment_key(auth)
             dek = os.urandom(32)
             sealed = self.tpm.seal(dek, auth)
-            kem_evidence = self.tpm.certify(prov.ak, prov.kem, CERTIFY_NONCE)
+            kem_evidence = self.tpm.certify(prov.ak, kem, CERTIFY_NONCE, pin=auth)
             payment_evidence = self.tpm.certify(prov.ak, payment, CERTIFY_NONCE, pin=auth)
             identity = {
                 "v": 1,
@@ -275,7 +285,7 @@ class Device:
                 "ek_certificate": _b64(self.tpm.ek_certificate()),
                 "ek_public": b64url_encode(self.tpm.ek_public()),
                 "attestation_key": public_key_to_pem(self.tpm.public_key(prov.ak)),
-                "kem_jwk": jwk_from_public_key(self.tpm.public_key(prov.kem)),
+                "kem_jwk": jwk_from_public_key(self.tpm.public_key(kem)),
                 "payment_jwk": jwk_from_public_key(self.tpm.public_key(payment)),
                 "certify_nonce": b64url_encode(CERTIFY_NONCE),
                 "certify": {"kem": kem_evidence.to_json(), "payment": payment_evidence.to_json()},
@@ -284,6 +294,7 @@ class Device:
                 sealed_dek=sealed.to_bytes(),
                 payment_key=payment.to_bytes(),
                 identity=json.dumps(identity, indent=1, sort_keys=True).encode("ascii"),
+                kem_key=kem.to_bytes(),
             )
             self.keydir.write_setup_next(files)
             body = StateBody(device_id=self.device_id)
@@ -344,6 +355,8 @@ class Device:
                 raise NotProvisioned("the device is not provisioned")
             if phase is Phase.NOT_SET_UP:
                 raise NotSetUp("the device is not set up")
+            if phase is Phase.TAMPERED:  # before any key file is read or TPM try spent
+                raise Tampered(self._tamper_reason() or "tampered")
             try:
                 auth = check_pin(pin)
             except WeakPin:
@@ -353,14 +366,26 @@ class Device:
             try:
                 dek = self.tpm.unseal(KeyBlob.from_bytes(files.sealed_dek), auth)
                 kem, payer = self.tpm.load_hot_keys(
-                    self._provisioned.kem, KeyBlob.from_bytes(files.payment_key), auth
+                    KeyBlob.from_bytes(files.kem_key), KeyBlob.from_bytes(files.payment_key), auth
                 )
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
             except Lockout as exc:
                 raise PinLockout(exc.retry_after) from exc
+            try:
+                self._open_session(pin, dek, kem, payer)
+            except BaseException:
+                # Whatever failed after the keys loaded (tamper, a bad identity.json, the disk): nothing of
+                # this unlock stays resident (the adapter forgets the hot keys and their PIN).
+                with contextlib.suppress(TpmError):
+                    self.tpm.unload_hot_keys()
+                raise
+
+    def _open_session(self, pin: str, dek: bytes, kem: KemKey, payer: PaymentKey) -> None:
+        """The rest of an unlock once the DEK is unsealed and the hot keys loaded: decrypt and check the
+        state, collect orphans at the first unlock, hold the session."""
+        with self.lock_:
             if self._tamper is not None:
-                self.tpm.unload_hot_keys()
                 raise Tampered(self._tamper)
             aead = self.aead()
             try:
@@ -369,10 +394,14 @@ class Device:
                 if body.device_id != self.device_id:
                     raise ValueError("state of another device")
             except (statedoc.BadStateDocumentError, ValueError) as exc:
-                self.tpm.unload_hot_keys()
                 self._tamper = "the state body failed its check"
                 log.warning("tamper: %s", self._tamper)
                 raise Tampered(self._tamper) from exc
+            tpm_counter = self.tpm.counter_read()  # the counter may have moved since start-up
+            if document.counter != tpm_counter:  # the caller unloads the hot keys
+                self._tamper = f"the state's counter ({document.counter}) is not the TPM's ({tpm_counter})"
+                log.warning("tamper: %s", self._tamper)
+                raise Tampered(self._tamper)
             session = Session(
                 device_id=self.device_id,
                 aead=aead,
@@ -388,7 +417,12 @@ class Device:
                     log.info("first unlock: removed %d orphaned content file(s)", len(removed))
                 self._first_unlock_done = True
             self._session = session
-            self._wallet = Wallet(session, body, pinned_root=self.settings.pinned_root_fingerprint)
+            self._wallet = Wallet(
+                session,
+                body,
+                pinned_root=self.settings.pinned_root_fingerprint,
+                trust_first_center=self.settings.trust_first_center,
+            )
             self._remember_pin(pin)
             self.touch()
             log.info("unlocked")
@@ -414,7 +448,8 @@ class Device:
 
     # -- PIN change ---------------------------------------------------------------------------------------
     def change_pin(self, old_pin: str, new_pin: str) -> None:
-        """Check the old PIN against RAM; reseal the DEK, re-auth the payment key into `pin.next/`; swap."""
+        """Check the old PIN against RAM; reseal the DEK, re-auth the KEM and payment keys into `pin.next/`;
+        swap."""
         with self.lock_:
             session = self._require_session()
             if not self._pin_matches(old_pin):
@@ -426,6 +461,7 @@ class Device:
             files = self.keydir.load()
             try:
                 sealed = self.tpm.seal(session.dek, new_auth)
+                kem_key = self.tpm.change_auth(KeyBlob.from_bytes(files.kem_key), old_auth, new_auth)
                 payment = self.tpm.change_auth(KeyBlob.from_bytes(files.payment_key), old_auth, new_auth)
             except TpmWrongPin as exc:
                 raise WrongPin(exc.tries_left) from exc
@@ -433,12 +469,15 @@ class Device:
                 raise PinLockout(exc.retry_after) from exc
             self.keydir.write_pin_next(
                 KeyFiles(
-                    sealed_dek=sealed.to_bytes(), payment_key=payment.to_bytes(), identity=files.identity
+                    sealed_dek=sealed.to_bytes(),
+                    payment_key=payment.to_bytes(),
+                    identity=files.identity,
+                    kem_key=kem_key.to_bytes(),
                 )
             )
             self.keydir.swap_pin_next()
             self.tpm.unload_hot_keys()
-            kem, payer = self.tpm.load_hot_keys(self._provisioned.kem, payment, new_auth)
+            kem, payer = self.tpm.load_hot_keys(kem_key, payment, new_auth)
             session.kem = kem
             session.payer = payer
             self._remember_pin(new_pin)
@@ -450,8 +489,24 @@ class Device:
         """An authenticated request: reset the idle timer."""
         self._last_activity = self._clock()
 
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """A request in progress (the HTTP layer wraps every authenticated request, body and response
+        streaming included): the device does not auto-lock while one runs, however long an upload takes;
+        the idle timer starts again when it ends. An explicit `lock()` still locks at once."""
+        with self._idle_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle_lock:
+                self._busy -= 1
+                self.touch()
+
     def _check_idle(self) -> bool:
         timeout = self.settings.auto_lock_seconds
+        if self._busy:
+            return False
         if self._wallet is not None and timeout and self._clock() - self._last_activity >= timeout:
             log.info("idle for %d s: auto-lock", timeout)
             self.lock()
@@ -464,8 +519,9 @@ class Device:
             return self._check_idle()
 
     def _require_session(self) -> Session:
-        if self._tamper is not None:
-            raise Tampered(self._tamper)
+        reason = self._tamper_reason()
+        if reason is not None:
+            raise Tampered(reason)
         self._check_idle()
         if self._session is None:
             if self.phase() is Phase.NOT_SET_UP:

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+from device_os.errors import StorageFull
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def full_disk_refused() -> Iterator[None]:
+    """A full data partition (ENOSPC, EDQUOT) becomes `StorageFull`; any other OSError passes unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise StorageFull("the device's storage is full: delete an item from the library") from exc
+        raise
 
 
 def fsync_dir(path: Path) -> None:

@@ -1,7 +1,7 @@
 """The key directory and its crash-safe swaps (DESIGN.md flow 2).
 
-    keys/          the committed set: dek.sealed (DEK sealed under the PIN), payment.key (PIN-bound TPM key
-                   blob), identity.json (public certify evidence)
+    keys/          the committed set: dek.sealed (DEK sealed under the PIN), payment.key and kem.key
+                   (PIN-bound TPM key blobs), identity.json (public certify evidence)
     setup.next/    setup builds the set here; swapped in (renamed to keys/) after the first state commit
     pin.next/      a PIN change builds the new set here, then writes `complete`; swapped in by
                    keys/ -> keys.old/, pin.next/ -> keys/, delete keys.old/
@@ -25,9 +25,10 @@ PIN_NEXT = "pin.next"
 KEYS_OLD = "keys.old"
 SEALED_DEK = "dek.sealed"
 PAYMENT_KEY = "payment.key"
+KEM_KEY = "kem.key"
 IDENTITY = "identity.json"
 COMPLETE = "complete"
-FILES = (SEALED_DEK, PAYMENT_KEY, IDENTITY)
+FILES = (SEALED_DEK, PAYMENT_KEY, IDENTITY, KEM_KEY)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class KeyFiles:
     sealed_dek: bytes
     payment_key: bytes
     identity: bytes
+    kem_key: bytes
 
 
 class KeyDirectory:
@@ -55,11 +57,17 @@ class KeyDirectory:
 
     def _write_set(self, directory: Path, files: KeyFiles) -> None:
         fsio.remove_tree(directory)
-        directory.mkdir(mode=0o700)
-        for name, data in zip(FILES, (files.sealed_dek, files.payment_key, files.identity), strict=True):
-            fsio.write_file(directory / name, data)
-        fsio.fsync_dir(directory)
-        fsio.fsync_dir(self.data_dir)
+        try:
+            with fsio.full_disk_refused():
+                directory.mkdir(mode=0o700)
+                contents = (files.sealed_dek, files.payment_key, files.identity, files.kem_key)
+                for name, data in zip(FILES, contents, strict=True):
+                    fsio.write_file(directory / name, data)
+                fsio.fsync_dir(directory)
+                fsio.fsync_dir(self.data_dir)
+        except BaseException:
+            fsio.remove_tree(directory)
+            raise
 
     # -- setup --------------------------------------------------------------------------------------------
     def write_setup_next(self, files: KeyFiles) -> None:

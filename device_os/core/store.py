@@ -2,7 +2,8 @@
 
 Commit (one at a time, under `StateStore.lock`), from committed counter c:
     1. write `state.next` (header counter c+1), fsync it, fsync the directory
-    2. TPM NV_Increment (the counter becomes c+1: the commit point)
+    2. TPM NV_Increment (the counter becomes c+1: the commit point), then NV_Read: anything but c+1 means
+       another program moved the counter (tamper, reported in `tamper`)
     3. rename `state.next` to `state`, fsync the directory
 Start (headers only, TPM counter = c):
     `state.next` at c -> rename it to `state`; any other header (c+1, unreadable, anything else) -> delete it;
@@ -68,6 +69,8 @@ class StateStore:
         self._committed: int | None = None  # the counter of `state` == the TPM counter, once consistent
         self._broken: str | None = None
         self._tpm_counter = -1  # unknown until recover()
+        #: Why the store saw tamper in-process (the counter moved under a commit); None after recover().
+        self.tamper: str | None = None
 
     # -- recovery -----------------------------------------------------------------------------------------
     def recover(self) -> Recovery:
@@ -95,6 +98,7 @@ class StateStore:
             )
             self._committed = tpm if report.consistent else None
             self._broken = None
+            self.tamper = None
             self._tpm_counter = tpm
             return report
 
@@ -155,22 +159,26 @@ class StateStore:
             if parse_header(document) != new:
                 raise ValueError("build() must return a document whose header holds the new counter")
             try:
-                fsio.write_file(self.next_path, document, fsync=False)
-                self._faults("after-write-next")
-                fd = os.open(self.next_path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                fsio.fsync_dir(self.directory)
-                if before_increment is not None:
-                    before_increment()
+                with fsio.full_disk_refused():
+                    fsio.write_file(self.next_path, document, fsync=False)
+                    self._faults("after-write-next")
+                    fd = os.open(self.next_path, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    fsio.fsync_dir(self.directory)
+                    if before_increment is not None:
+                        before_increment()
             except BaseException:
                 fsio.remove_file(self.next_path)
                 raise
             self._faults("after-fsync-next")
             try:
-                value = self._counter_source.increment()
+                self._counter_source.increment()
+                # Read back: the increment's own answer is the adapter's cached value + 1, which cannot show
+                # another program moving the counter.
+                value = self._counter_source.read()
             except BaseException as exc:
                 # The increment may or may not have happened: only recovery (reading the counter) can tell.
                 self._broken = f"commit interrupted at the counter increment: {type(exc).__name__}"
@@ -179,7 +187,8 @@ class StateStore:
             self._tpm_counter = value
             if value != new:
                 self._committed = None
-                raise Tampered(f"the TPM counter moved to {value}, expected {new}")
+                self.tamper = f"the TPM counter moved to {value} under a commit, expected {new}"
+                raise Tampered(self.tamper)
             self._faults("after-nv-increment")
             try:
                 os.replace(self.next_path, self.state_path)

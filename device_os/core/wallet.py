@@ -5,15 +5,14 @@ floor to the message's `iat` before judging `exp`, re-checks everything under th
 exactly one commit (or none, when refused: then the TPM counter, `state` and the content directory are
 unchanged).
 
-The purchase hot path issues exactly three TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment),
-NV_Increment (the commit). The signed payment is written inside `state.next` before the increment and returned
-only after it.
+The purchase hot path issues three TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment), NV_Increment (the
+commit), and the store reads the counter back after the increment (NV_Read; docs/device-state.md). The signed
+payment is written inside `state.next` before the increment and returned only after it.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -71,6 +70,7 @@ from protocol.messages import (
 from protocol.money import MAX_AMOUNT
 
 P = TypeVar("P", bound=SignedPayload)
+CONTENT_KEY_SIZE = 32  # Ke (DESIGN.md "Keys"): content stream v1 takes exactly a 256-bit key
 PurchaseMode = Literal["now", "deferred"]
 
 
@@ -172,10 +172,18 @@ class Session:
 class Wallet:
     """The wallet service the HTTP layer calls (through `Device.wallet()`)."""
 
-    def __init__(self, session: Session, body: StateBody, *, pinned_root: str | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        body: StateBody,
+        *,
+        pinned_root: str | None = None,
+        trust_first_center: bool = False,
+    ) -> None:
         self._s = session
         self._body = body
         self._pinned_root = pinned_root
+        self._trust_first_center = trust_first_center
         self.lock: threading.RLock = session.store.lock
         self._signing_key: ec.EllipticCurvePublicKey | None = None
         self._payment_key: ec.EllipticCurvePublicKey | None = None
@@ -237,6 +245,18 @@ class Wallet:
         if self._closed:
             raise Locked("the device is locked")
 
+    def _dek(self) -> bytes:
+        """The DEK, or Locked once the device locked (lock closes the wallet, then drops the DEK)."""
+        dek = self._s.dek
+        if self._closed or not dek:
+            raise Locked("the device is locked")
+        return dek
+
+    @property
+    def closed(self) -> bool:
+        """The device locked since this wallet was handed out: nothing of it commits or decrypts any more."""
+        return self._closed
+
     def _center_keys(self) -> tuple[ec.EllipticCurvePublicKey, ec.EllipticCurvePublicKey]:
         record = self._body.enrollment
         if record is None:
@@ -286,7 +306,11 @@ class Wallet:
 
     # -- enrollment ---------------------------------------------------------------------------------------
     def accept_enrollment(self, enrollment_jws: str, root_jwk: dict[str, str]) -> EnrollmentRecord:
-        """Accept a `coffer-enrollment` whose key set is signed by the pinned root (first use pins it)."""
+        """Accept a `coffer-enrollment` whose key set is signed by the pinned root: the configured one, else
+        the root of the enrollment accepted before, else (only with `trust_first_center`) this one's.
+
+        The same enrollment again (either ES256 signature form, or its payload signed again) is answered
+        without a commit; a different one is accepted only if strictly newer (iat, and no older key set)."""
         try:
             root_key = public_key_from_jwk(root_jwk)
         except EncodingError as exc:
@@ -295,6 +319,11 @@ class Wallet:
         with self.lock:
             current = self._body.enrollment
             pinned = self._pinned_root or (current.root_fingerprint if current else None)
+            if pinned is None and not self._trust_first_center:
+                raise UntrustedKeyset(
+                    "no center root is pinned (COFFER_DEVICE_PINNED_ROOT_FINGERPRINT) and trust on first use "
+                    "is off (COFFER_DEVICE_TRUST_FIRST_CENTER)"
+                )
             if pinned is not None and not hmac.compare_digest(pinned, fingerprint):
                 raise UntrustedKeyset("the key set's root is not the pinned root")
             keyset_jws = _unverified_member(enrollment_jws, "keyset")
@@ -306,10 +335,12 @@ class Wallet:
             if enrollment.keyset != keyset_jws:  # pragma: no cover - the member was read from this token
                 raise InvalidMessage("enrollment key set mismatch")
             if current is not None:
-                if current.enrollment == enrollment_jws:
-                    return current
+                if _same_message(current.enrollment, enrollment_jws):
+                    return current  # a repeat (either signature form): answered without a commit
                 if keyset.version < current.keyset_version:
                     raise AlreadyEnrolled("enrolled with a newer key set")
+                if enrollment.iat <= _enrollment_iat(current):
+                    raise AlreadyEnrolled("enrolled with an enrollment at least as new")
             record = EnrollmentRecord(
                 enrollment=enrollment_jws,
                 keyset=keyset_jws,
@@ -392,11 +423,14 @@ class Wallet:
         self._check_open()
         try:
             with _tpm_calls():
-                return hpke.open(
+                ke = hpke.open(
                     self._s.kem, b64url_decode(order.wrapped_key), info=hpke.content_key_info(order.order_id)
                 )
         except (HpkeError, EncodingError) as exc:
             raise InvalidMessage("the order's wrapped key does not open with this device's KEM key") from exc
+        if len(ke) != CONTENT_KEY_SIZE:
+            raise InvalidMessage("the order's wrapped key is not a 32-byte content key")
+        return ke
 
     def stage(
         self,
@@ -417,7 +451,7 @@ class Wallet:
         ke = self._unwrap(order)
         ahead = self._sign_ahead(order, order_jws) if order_jws is not None else None
         content = self._s.content
-        writer = content.writer(self._s.dek, self._s.aead) if mode == "now" else content.raw_writer()
+        writer = content.writer(self._dek(), self._s.aead) if mode == "now" else content.raw_writer()
         try:
             sha256, length = import_stream(chunks, ke, writer, max_length=order.content_length)
         except StreamError as exc:
@@ -623,27 +657,45 @@ class Wallet:
             raise NotFound(f"item {item_id} is not in the library")
         return entry
 
+    def _check_blob(self, entry: LibraryEntry) -> None:
+        """The blob exists and its length is the library's (a lost or swapped file is corrupt content)."""
+        try:
+            length = self._s.content.plaintext_length(entry.blob)
+        except (OSError, StreamError, ValueError) as exc:
+            raise CorruptContent(f"stored content of {entry.item_id} is missing or unreadable") from exc
+        if length != entry.length:
+            raise CorruptContent(f"stored content of {entry.item_id} is not the library's length")
+
     def open_item(self, item_id: str) -> Iterator[bytes]:
         """The plaintext of an owned item; a deferred item is re-encrypted under the DEK first."""
         entry = self._entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
+        self._check_blob(entry)
         try:
-            yield from self._s.content.read(entry.blob, self._s.dek)
-        except StreamError as exc:
+            yield from self._s.content.read(entry.blob, self._dek(), alive=self._check_open)
+        except (StreamError, OSError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def read_range(self, item_id: str, start: int, length: int) -> Iterator[bytes]:
         entry = self._entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
+        self._check_blob(entry)
         try:
-            yield from self._s.content.read_range(entry.blob, self._s.dek, start, length)
-        except StreamError as exc:
+            yield from self._s.content.read_range(
+                entry.blob, self._dek(), start, length, alive=self._check_open
+            )
+        except (StreamError, OSError, ValueError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
     def _materialize(self, entry: LibraryEntry) -> LibraryEntry:
-        """Procedure 2's first open: unwrap Ke again, re-encrypt under the DEK, swap blobs in one commit."""
+        """Procedure 2's first open: unwrap Ke again, re-encrypt under the DEK, swap blobs in one commit.
+
+        The re-encryption runs outside the commit lock (a large item takes long; lock and auto-lock must not
+        wait for it) and stops at the next chunk once the device locks; the commit then takes the lock
+        briefly and checks again that the item is still this deferred one (a concurrent first open may
+        have committed: its result is used and this blob deleted)."""
         with self.lock:
             current = self._entry(entry.item_id)
             if current.mode == "now":
@@ -660,43 +712,52 @@ class Wallet:
                     )
             except (HpkeError, EncodingError) as exc:
                 raise CorruptContent("the stored wrapped key does not open") from exc
-            content = self._s.content
-            writer = content.writer(self._s.dek, self._s.aead)
-            try:
-                decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
-                for chunk in content.raw_chunks(current.blob):
-                    writer.write(decryptor.update(chunk))
-                writer.write(decryptor.finalize())
-            except StreamError as exc:
-                writer.abort()
-                raise CorruptContent(f"stored content: {type(exc).__name__}") from exc
-            except BaseException:
-                writer.abort()
-                raise
-            if writer.length != current.length or not hmac.compare_digest(writer.sha256, current.sha256):
-                writer.abort()
-                raise CorruptContent("stored content does not match its hash")
-            blob = writer.finish()
-            new = current.model_copy(
-                update={
-                    "blob": blob,
-                    "mode": "now",
-                    "wrapped_key": None,
-                    "center_aead": None,
-                    "center_segment_size": None,
-                }
-            )
-            body = self._body
-            try:
-                library = {**body.library, new.item_id: new}
-                self._commit(lambda _c: body.model_copy(update={"library": library}))
-            except (Unavailable, Tampered):
-                raise
-            except BaseException:
-                content.delete(blob)
-                raise
-            content.delete(current.blob)
-            return new
+        if len(ke) != CONTENT_KEY_SIZE:
+            raise CorruptContent("the stored wrapped key is not a 32-byte content key")
+        content = self._s.content
+        writer = content.writer(self._dek(), self._s.aead)
+        try:
+            decryptor = stream.Decryptor(ke, max_segment_size=MAX_SEGMENT_SIZE)
+            for chunk in content.raw_chunks(current.blob):
+                self._check_open()
+                writer.write(decryptor.update(chunk))
+            writer.write(decryptor.finalize())
+        except (StreamError, FileNotFoundError) as exc:
+            writer.abort()
+            raise CorruptContent(f"stored content: {type(exc).__name__}") from exc
+        except BaseException:
+            writer.abort()
+            raise
+        if writer.length != current.length or not hmac.compare_digest(writer.sha256, current.sha256):
+            writer.abort()
+            raise CorruptContent("stored content does not match its hash")
+        blob = writer.finish()
+        try:
+            with self.lock:
+                again = self._entry(entry.item_id)
+                if again == current:
+                    new = current.model_copy(
+                        update={
+                            "blob": blob,
+                            "mode": "now",
+                            "wrapped_key": None,
+                            "center_aead": None,
+                            "center_segment_size": None,
+                        }
+                    )
+                    body = self._body
+                    library = {**body.library, new.item_id: new}
+                    self._commit(lambda _c: body.model_copy(update={"library": library}))
+        except (Unavailable, Tampered):
+            raise
+        except BaseException:
+            content.delete(blob)
+            raise
+        if again != current:  # committed meanwhile (another first open, a repurchase): use that
+            content.delete(blob)
+            return again if again.mode == "now" else self._materialize(again)
+        content.delete(current.blob)
+        return new
 
     def delete_item(self, item_id: str) -> None:
         """Remove an item from the library (one commit), then its blob."""
@@ -706,6 +767,17 @@ class Wallet:
             library = {k: v for k, v in body.library.items() if k != item_id}
             self._commit(lambda _c: body.model_copy(update={"library": library}))
         self._s.content.delete(entry.blob)
+
+
+def _same_message(a: str, b: str) -> bool:
+    """The same signed message: equal canonical hashes (ES256's two signature forms hash alike) or the same
+    payload bytes (the center signed it again)."""
+    return message_hash(a) == message_hash(b) or a.split(".")[1:2] == b.split(".")[1:2]
+
+
+def _enrollment_iat(record: EnrollmentRecord) -> int:
+    """The iat of the accepted enrollment (verified when it was accepted; read from the state, not the PC)."""
+    return Enrollment.model_validate_json(b64url_decode(record.enrollment.split(".")[1])).iat
 
 
 @contextmanager
@@ -722,13 +794,6 @@ def _tpm_calls() -> Iterator[None]:
 def _unverified_member(token: str, member: str) -> str:
     """A string member of a JWS payload, unverified: for routing only (which key set, which stored answer)."""
     try:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise InvalidMessage("not a compact JWS")
-        payload = json.loads(b64url_decode(parts[1]))
-    except (EncodingError, ValueError) as exc:
-        raise InvalidMessage("not a compact JWS") from exc
-    value = payload.get(member) if isinstance(payload, dict) else None
-    if not isinstance(value, str):
-        raise InvalidMessage(f"the message has no {member}")
-    return value
+        return jws.unverified_member(token, member)
+    except JwsError as exc:
+        raise InvalidMessage(f"not a compact JWS with a {member}") from exc

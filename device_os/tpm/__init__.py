@@ -17,20 +17,22 @@
     tpm.recent_commands() -> list[str]   # the last commands, e.g. ["ECDH_ZGen", "Sign", "NV_Increment"]
     tpm.provision(existing: ProvisionedKeys | None = None) -> ProvisionedKeys
         # idempotent first boot: SRK persisted at 0x81000001, RSA-2048 EK persisted at 0x81010001
-        # (created from the TCG template if absent; certificate in NV 0x01c00002), AK + KEM blobs
-        # (existing ones verified to load and kept), wallet counter at NV 0x0100c0fe defined and
+        # (created from the TCG template if absent; certificate in NV 0x01c00002), the AK blob
+        # (an existing one verified to load and kept), wallet counter at NV 0x0100c0fe defined and
         # incremented once, DA parameters (10 tries / 600 s / 86400 s), the DA counter reset, then a
         # random 32-byte lockout auth, forgotten.
     tpm.ek_certificate() -> bytes        # DER
     tpm.ek_public() -> bytes             # the EK's TPM2B_PUBLIC (the center's MakeCredential input)
     tpm.public_key(blob) -> EllipticCurvePublicKey              # parsed in software, no TPM command
+    tpm.create_kem_key(pin) -> KeyBlob                          # P-256 ECDH, authValue = PIN, DA-protected
     tpm.create_payment_key(pin) -> KeyBlob                      # P-256 ECDSA, authValue = PIN, DA-protected
     tpm.seal(secret, pin) -> KeyBlob                            # KEYEDHASH sealed object (1..128 bytes)
     tpm.unseal(blob, pin) -> bytes                              # WrongPin(tries_left) | Lockout(retry_after)
     tpm.change_auth(blob, old_pin, new_pin) -> KeyBlob          # TPM2_ObjectChangeAuth (same public part)
     tpm.certify(ak, key, nonce, pin=None) -> CertifyEvidence    # nonce <= 32 bytes; pin for a PIN-bound key
     tpm.activate_credential(ak, credential_blob, encrypted_secret) -> bytes
-    kem, payer = tpm.load_hot_keys(kem_blob, payment_blob, pin) # loaded until unload_hot_keys() / close()
+    kem, payer = tpm.load_hot_keys(kem_blob, payment_blob, pin) # both PIN-bound; loaded until unload / close
+                                         # (WrongPin / Lockout surface at the first exchange() / sign())
         kem.public_key(); kem.exchange(ec.ECDH(), peer) -> 32-byte x   # exactly one TPM2_ECDH_ZGen
         payer.public_key(); payer.sign(data) -> 64-byte r||s          # exactly one TPM2_Sign (SHA-256 here)
     tpm.unload_hot_keys()
@@ -40,7 +42,7 @@
                                 lockout_auth_set; .tries_left)
 
 A PIN is 1..32 bytes not ending in a zero byte. `KeyBlob` = marshalled TPM2B_PUBLIC || TPM2B_PRIVATE
-(`to_bytes`/`from_bytes`, `to_json`/`from_json`); `ProvisionedKeys(ak, kem)` likewise. `CertifyEvidence`
+(`to_bytes`/`from_bytes`, `to_json`/`from_json`); `ProvisionedKeys(ak)` likewise. `CertifyEvidence`
 is `protocol.attestation.CertifyEvidence` (the center verifies it with `protocol.attestation.verify_certify`).
 Errors: see device_os/tpm/errors.py (TpmUnavailable after the link broke or the TPM restarted: the next
 call reconnects, flushes leftovers and reloads hot keys on their next use). The purchase hot path is

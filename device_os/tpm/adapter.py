@@ -14,12 +14,14 @@ Discipline, as implemented here:
   declares the slots it needs at its peak (Load under the SRK = 2: the SRK's temporary slot + the new
   object); if they are not free, hot keys are flushed in reverse order first and reloaded in order after.
   The purchase hot path therefore sends exactly ECDH_ZGen, Sign and NV_Increment.
-- Every object without a PIN has noDA; the payment key and the sealed DEK carry the PIN as authValue and are
-  DA-protected. Wrong PIN -> `WrongPin(tries_left)`; lockout -> `Lockout(retry_after)`.
+- Every object without a PIN has noDA; the KEM key, the payment key and the sealed DEK carry the PIN as
+  authValue and are DA-protected (without the PIN the TPM computes no ECDH: a stolen board is no oracle).
+  Wrong PIN -> `WrongPin(tries_left)`; lockout -> `Lockout(retry_after)`.
 - Sessions: one salted HMAC session (salt encrypted to the SRK, AES-128-CFB parameter encryption,
   continueSession) is started once and reused for every command that carries a PIN or a secret: Create
-  (the sensitive part: PIN, sealed data), Unseal (the response), ObjectChangeAuth (the new PIN), and the
-  authorization of Sign and Certify with the PIN (an HMAC: the PIN itself never crosses the bus). Objects
+  (the sensitive part: PIN, sealed data), Unseal (the response), ObjectChangeAuth (the new PIN),
+  HierarchyChangeAuth (the lockout authorization at provisioning), and the authorization of Sign, ECDH_ZGen
+  and Certify with the PIN (an HMAC: the PIN itself never crosses the bus). Objects
   with an empty authValue use password sessions. `encrypt_sessions=False` uses password sessions only.
 - `close()` flushes what it loaded and sends TPM2_Shutdown(STATE) (an orderly shutdown: the next start does
   not count a DA failure for the DA-protected objects used since).
@@ -91,7 +93,7 @@ from device_os.tpm.errors import (
     is_lockout,
     translate,
 )
-from device_os.tpm.tcti import CountingTcti
+from device_os.tpm.tcti import CountingTcti, Tap
 from device_os.tpm.types import DaStatus, KeyBlob, ProvisionedKeys
 from protocol.attestation import CertifyEvidence, parse_public
 from protocol.errors import AttestationError
@@ -141,7 +143,7 @@ _BASE_ATTRS = TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.USERW
 _GENERATED = _BASE_ATTRS | TPMA_OBJECT.SENSITIVEDATAORIGIN
 SRK_ATTRS = _GENERATED | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.NODA
 AK_ATTRS = _GENERATED | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.SIGN_ENCRYPT | TPMA_OBJECT.NODA
-KEM_ATTRS = _GENERATED | TPMA_OBJECT.DECRYPT | TPMA_OBJECT.NODA
+KEM_ATTRS = _GENERATED | TPMA_OBJECT.DECRYPT
 PAYMENT_ATTRS = _GENERATED | TPMA_OBJECT.SIGN_ENCRYPT
 SEALED_ATTRS = _BASE_ATTRS
 COUNTER_ATTRS = (
@@ -271,8 +273,17 @@ class PaymentKey:
 class Tpm:
     """The device's TPM. Use `Tpm.open(tcti)`; see device_os/tpm/__init__.py for the API."""
 
-    def __init__(self, tcti: str, *, counter_index: int, worker: _Worker, encrypt_sessions: bool) -> None:
+    def __init__(
+        self,
+        tcti: str,
+        *,
+        counter_index: int,
+        worker: _Worker,
+        encrypt_sessions: bool,
+        tap: Tap | None = None,
+    ) -> None:
         self._tcti_conf = tcti
+        self._tap = tap
         self._encrypt_sessions = encrypt_sessions
         self._session: Any = None
         self._counter_index = counter_index
@@ -290,11 +301,21 @@ class Tpm:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, tcti: str, *, counter_index: int = COUNTER_INDEX, encrypt_sessions: bool = True) -> Tpm:
+    def open(
+        cls,
+        tcti: str,
+        *,
+        counter_index: int = COUNTER_INDEX,
+        encrypt_sessions: bool = True,
+        tap: Tap | None = None,
+    ) -> Tpm:
         """Connect by TCTI string (`swtpm:host=H,port=P`, `swtpm:path=S`, `device:/dev/tpmrm0`), flush
-        leftover transient objects and sessions, and look up the persistent objects."""
+        leftover transient objects and sessions, and look up the persistent objects. `tap` (tests) sees
+        every command buffer as sent to the TPM."""
         worker = _Worker()
-        tpm = cls(tcti, counter_index=counter_index, worker=worker, encrypt_sessions=encrypt_sessions)
+        tpm = cls(
+            tcti, counter_index=counter_index, worker=worker, encrypt_sessions=encrypt_sessions, tap=tap
+        )
         try:
             worker.run(tpm._connect)
         except BaseException:
@@ -340,9 +361,10 @@ class Tpm:
     # -- public API (each runs on the worker) ----------------------------------------------------------
 
     def provision(self, existing: ProvisionedKeys | None = None) -> ProvisionedKeys:
-        """First boot, idempotent: SRK (persisted), EK (persisted, its certificate in NV), AK and KEM key
-        (returned as blobs; `existing` ones are checked to load and kept), the wallet NV counter (defined and
-        incremented once), DA parameters (10 tries, 600 s, 86400 s) and a random, forgotten lockout auth."""
+        """First boot, idempotent: SRK (persisted), EK (persisted, its certificate in NV), the AK (returned
+        as a blob; an `existing` one is checked to load and kept), the wallet NV counter (defined and
+        incremented once), DA parameters (10 tries, 600 s, 86400 s) and a random, forgotten lockout auth.
+        The PIN-bound KEM and payment keys are made at setup (`create_kem_key`, `create_payment_key`)."""
         return self._run(lambda: self._provision(existing))
 
     def ek_certificate(self) -> bytes:
@@ -359,6 +381,13 @@ class Tpm:
             return parse_public(blob.public).ec_public_key()
         except AttestationError as exc:
             raise BadBlob(f"not an ECC key blob: {exc}") from exc
+
+    def create_kem_key(self, pin: bytes) -> KeyBlob:
+        """A new ECC P-256 ECDH (decrypt) key under the SRK, authValue = PIN (DA-protected)."""
+        pin = _check_pin(pin)
+        return self._run(
+            lambda: self._create(kem_template(), TPMS_SENSITIVE_CREATE(userAuth=TPM2B_AUTH(pin)))
+        )
 
     def create_payment_key(self, pin: bytes) -> KeyBlob:
         """A new ECC P-256 ECDSA signing key under the SRK, authValue = PIN (DA-protected)."""
@@ -400,7 +429,7 @@ class Tpm:
         return self._run(lambda: self._activate(ak, credential_blob, encrypted_secret))
 
     def load_hot_keys(self, kem: KeyBlob, payment: KeyBlob, pin: bytes) -> tuple[KemKey, PaymentKey]:
-        """Load the KEM key then the payment key (with its PIN as auth) and keep them loaded until
+        """Load the KEM key then the payment key (both with the PIN as auth) and keep them loaded until
         `unload_hot_keys()`. Their exchange()/sign() then cost exactly one TPM command each."""
         pin = _check_pin(pin)
         return self._run(lambda: self._load_hot_keys(kem, payment, pin))
@@ -451,7 +480,7 @@ class Tpm:
 
     def _connect(self) -> None:
         try:
-            self._tcti = CountingTcti.parse(self._tcti_conf, previous=self._tcti)
+            self._tcti = CountingTcti.parse(self._tcti_conf, previous=self._tcti, tap=self._tap)
             self._esys = ESAPI(self._tcti)
         except TSS2_Exception as exc:
             raise TpmUnavailable(f"cannot open TCTI {self._tcti_conf!r}: {exc}", rc=int(exc.rc)) from exc
@@ -555,15 +584,11 @@ class Tpm:
             if existing is not None:
                 keys = existing
                 with self._slots(2):
-                    for blob, template in ((keys.ak, ak_template()), (keys.kem, kem_template())):
-                        self._check_blob_template(blob, template)
-                        self._flush(self._load(blob))
+                    self._check_blob_template(keys.ak, ak_template())
+                    self._flush(self._load(keys.ak))
             else:
                 with self._slots(2):
-                    keys = ProvisionedKeys(
-                        ak=self._create_raw(ak_template(), TPMS_SENSITIVE_CREATE()),
-                        kem=self._create_raw(kem_template(), TPMS_SENSITIVE_CREATE()),
-                    )
+                    keys = ProvisionedKeys(ak=self._create_raw(ak_template(), TPMS_SENSITIVE_CREATE()))
             self._ensure_counter()
             self._ensure_dictionary_attack_policy()
             return keys
@@ -638,8 +663,13 @@ class Tpm:
         self._esys.dictionary_attack_parameters(DA_MAX_TRIES, DA_RECOVERY_TIME, DA_LOCKOUT_RECOVERY)
         self._esys.dictionary_attack_lock_reset(ESYS_TR.LOCKOUT)
         # The lockout authorization: 32 random bytes, set and forgotten. Nobody can reset the DA counter
-        # or change these parameters afterwards (short of TPM2_Clear with the platform hierarchy).
-        self._esys.hierarchy_change_auth(ESYS_TR.LOCKOUT, TPM2B_AUTH(secrets.token_bytes(32)))
+        # or change these parameters afterwards (short of TPM2_Clear with the platform hierarchy). The new
+        # value is the command's first parameter: it travels encrypted in the salted session, never in clear.
+        self._esys.hierarchy_change_auth(
+            ESYS_TR.LOCKOUT,
+            TPM2B_AUTH(secrets.token_bytes(32)),
+            session1=self._secure(TPMA_SESSION.DECRYPT),
+        )
         self._esys.tr_set_auth(ESYS_TR.LOCKOUT, b"")
         log.info("dictionary-attack parameters set; lockout authorization set and forgotten")
 
@@ -840,7 +870,7 @@ class Tpm:
 
     def _load_hot_keys(self, kem: KeyBlob, payment: KeyBlob, pin: bytes) -> tuple[KemKey, PaymentKey]:
         self._unload_hot_keys()
-        kem_hot = _HotKey("KEM", kem, None, self.public_key(kem))
+        kem_hot = _HotKey("KEM", kem, pin, self.public_key(kem))
         payment_hot = _HotKey("payment", payment, pin, self.public_key(payment))
         self._check_blob_template(kem, kem_template())
         self._check_blob_template(payment, payment_template())
@@ -855,7 +885,11 @@ class Tpm:
         return KemKey(self, kem_hot), PaymentKey(self, payment_hot)
 
     def _unload_hot_keys(self) -> None:
+        """Flush the hot keys and forget their PIN: a KemKey/PaymentKey still referenced elsewhere (a wallet
+        of an earlier unlock) then holds neither a handle nor the PIN, and raises KeyNotLoaded."""
         hot_keys, self._hot = self._hot, []
+        for hot in hot_keys:
+            hot.auth = None
         for hot in reversed(hot_keys):
             if hot.handle is not None:
                 handle, hot.handle = hot.handle, None
@@ -868,9 +902,14 @@ class Tpm:
         handle = self._ensure_loaded(hot)
         point = TPM2B_ECC_POINT(TPMS_ECC_POINT(x=TPM2B_ECC_PARAMETER(x), y=TPM2B_ECC_PARAMETER(y)))
         try:
-            z = self._esys.ecdh_zgen(handle, point)
+            # The PIN authorizes by HMAC in the salted session; ENCRYPT keeps Z (the response) off the bus.
+            z = self._esys.ecdh_zgen(
+                handle,
+                point,
+                session1=self._secure(TPMA_SESSION.ENCRYPT) if hot.auth is not None else ESYS_TR.PASSWORD,
+            )
         except TSS2_Exception as exc:
-            raise translate(exc, what="TPM2_ECDH_ZGen") from exc
+            raise self._pin_error(exc, "TPM2_ECDH_ZGen") from exc
         return _pad32(bytes(z.point.x))
 
     def _sign(self, hot: _HotKey, digest: bytes) -> bytes:

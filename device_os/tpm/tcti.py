@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 
 from tpm2_pytss.constants import TPM2_CC
 from tpm2_pytss.TCTI import TCTI, PyTCTI
@@ -37,12 +38,19 @@ def command_name(code: int) -> str:
     return COMMAND_NAMES.get(code, f"0x{code:08x}")
 
 
-class CountingTcti(PyTCTI):  # type: ignore[misc]
-    """A PyTCTI that forwards to `inner` and counts commands. Thread-safe counters; one user at a time."""
+Tap = Callable[[bytes], None]
 
-    def __init__(self, inner: TCTI, *, ring: int = 64) -> None:
+
+class CountingTcti(PyTCTI):  # type: ignore[misc]
+    """A PyTCTI that forwards to `inner` and counts commands. Thread-safe counters; one user at a time.
+
+    `tap`, when given, sees every command buffer as sent on the wire (tests: what crosses the bus in clear).
+    """
+
+    def __init__(self, inner: TCTI, *, ring: int = 64, tap: Tap | None = None) -> None:
         super().__init__(max_size=_MAX_RESPONSE, magic=b"CFRCOUNT")
         self._inner = inner
+        self._tap = tap
         self._lock = threading.Lock()
         self._count = 0
         self._retries = 0
@@ -54,10 +62,12 @@ class CountingTcti(PyTCTI):  # type: ignore[misc]
         self._sent_at = 0.0
 
     @classmethod
-    def parse(cls, tcti: str, *, previous: CountingTcti | None = None) -> CountingTcti:
+    def parse(
+        cls, tcti: str, *, previous: CountingTcti | None = None, tap: Tap | None = None
+    ) -> CountingTcti:
         """Load the TCTI named by a tpm2-tools style string (`swtpm:host=…,port=…`, `device:/dev/tpmrm0`).
         With `previous` (a reconnect), counting continues from it."""
-        counting = cls(TCTILdr.parse(tcti))
+        counting = cls(TCTILdr.parse(tcti), tap=tap)
         if previous is not None:
             with previous._lock:
                 counting._count = previous._count
@@ -101,6 +111,8 @@ class CountingTcti(PyTCTI):  # type: ignore[misc]
             self._last_command = command
             self._last_code = code
             self._sent_at = time.perf_counter()
+        if self._tap is not None:
+            self._tap(bytes(command))
         self._inner.transmit(command)
 
     def do_receive(self, timeout: int) -> bytes:

@@ -58,19 +58,19 @@ class KeyBlob:
 
 @dataclass(frozen=True)
 class ProvisionedKeys:
-    """What provisioning made and the device stores beside its state: the attestation key and the KEM key."""
+    """What provisioning made and the device stores beside its state: the attestation key. (The KEM key is
+    PIN-bound and made at setup; a `kem` member written by earlier versions is ignored.)"""
 
     ak: KeyBlob
-    kem: KeyBlob
 
     def to_json(self) -> dict[str, object]:
-        return {"v": 1, "ak": self.ak.to_json(), "kem": self.kem.to_json()}
+        return {"v": 1, "ak": self.ak.to_json()}
 
     @classmethod
     def from_json(cls, obj: object) -> ProvisionedKeys:
-        if not isinstance(obj, dict) or set(obj) != {"v", "ak", "kem"} or obj["v"] != 1:
-            raise BadBlob("provisioned keys must be {v: 1, ak, kem}")
-        return cls(ak=KeyBlob.from_json(obj["ak"]), kem=KeyBlob.from_json(obj["kem"]))
+        if not isinstance(obj, dict) or set(obj) - {"kem"} != {"v", "ak"} or obj["v"] != 1:
+            raise BadBlob("provisioned keys must be {v: 1, ak}")
+        return cls(ak=KeyBlob.from_json(obj["ak"]))
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode("ascii")

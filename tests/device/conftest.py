@@ -31,6 +31,7 @@ def make_device(tmp_path: Path) -> Iterator[Callable[..., Device]]:
     opened: list[Device] = []
 
     def make(tpm: SwtpmInstance, name: str = "data", **settings: Any) -> Device:
+        settings.setdefault("trust_first_center", True)  # the tests' centers are trusted on first use
         s = DeviceSettings(data_dir=tmp_path / name, tcti=tpm.tcti, **settings)
         device = Device.open(s)
         opened.append(device)

@@ -76,13 +76,13 @@ class SoftDevice:
             store=self.store,
             content=self.content,
         )
-        self.wallet = Wallet(self.session, body)
+        self.wallet = Wallet(self.session, body, trust_first_center=True)
 
     def reload(self) -> Wallet:
         """A wallet rebuilt from disk (as after a restart)."""
         self.store.recover()
         doc = statedoc.parse(self.store.read(), dek=self.dek, device_id=self.device_id, aead=self.aead)
-        self.wallet = Wallet(self.session, StateBody.decode(doc.plaintext))
+        self.wallet = Wallet(self.session, StateBody.decode(doc.plaintext), trust_first_center=True)
         return self.wallet
 
     def snapshot(self) -> tuple[int, bytes, list[str]]:

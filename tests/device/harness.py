@@ -51,6 +51,7 @@ class Driver:
             COFFER_DEVICE_DATA_DIR=str(data_dir),
             COFFER_DEVICE_TCTI=tcti,
             COFFER_DEVICE_AUTO_LOCK_SECONDS="0",
+            COFFER_DEVICE_TRUST_FIRST_CENTER="1",
             PYTHONPATH=str(REPO),
         )
         env.pop("COFFER_DEVICE_FAULT", None)

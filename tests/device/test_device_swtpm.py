@@ -158,15 +158,16 @@ def test_change_pin(
     assert again.wallet().body.purses.prepaid == {"JPY": 900}
 
 
-def test_hot_path_is_three_tpm_commands(ready: Device, center: TestCenter) -> None:
+def test_hot_path_tpm_commands(ready: Device, center: TestCenter) -> None:
+    """ECDH_ZGen, Sign, NV_Increment, and the counter read back (NV_Read: issue 12, finding 5)."""
     device = ready
     wallet = device.wallet()
     wallet.apply_credit(center.credit(device.device_id, amount=1000))
     order, s = center.order(device.device_id, kem_of(device), "song", 100, CONTENT)
     before = device.tpm.commands
     wallet.purchase(order, chunks(s))
-    assert device.tpm.commands - before == 3
-    assert device.tpm.recent_commands()[-3:] == ["ECDH_ZGen", "Sign", "NV_Increment"]
+    assert device.tpm.commands - before == 4
+    assert device.tpm.recent_commands()[-4:] == ["ECDH_ZGen", "Sign", "NV_Increment", "NV_Read"]
 
 
 def test_rollback_and_deletion_are_tamper(

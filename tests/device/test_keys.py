@@ -9,8 +9,8 @@ import pytest
 
 from device_os.core.keys import KeyDirectory, KeyFiles
 
-OLD = KeyFiles(b"old-dek", b"old-pay", b"{}")
-NEW = KeyFiles(b"new-dek", b"new-pay", b"{}")
+OLD = KeyFiles(b"old-dek", b"old-pay", b"{}", b"old-kem")
+NEW = KeyFiles(b"new-dek", b"new-pay", b"{}", b"new-kem")
 
 
 def test_setup_next_needs_a_committed_state(tmp_path: Path) -> None:

@@ -164,3 +164,36 @@ def test_interrupted_increment_needs_recovery(tmp_path: Path) -> None:
 def test_files_are_private(tmp_path: Path) -> None:
     store, _ = fresh(tmp_path)
     assert os.stat(store.state_path).st_mode & 0o077 == 0
+
+
+class CachingCounter(FakeCounter):
+    """Like the TPM adapter: `increment()` answers its cached value + 1, whatever the NV index holds."""
+
+    cached: int | None = None
+
+    def read(self) -> int:
+        self.cached = self.value
+        return self.value
+
+    def increment(self) -> int:
+        if self.cached is None:
+            self.read()
+        assert self.cached is not None
+        self.value += 1
+        self.cached += 1
+        return self.cached
+
+
+def test_counter_moved_is_seen_through_a_caching_counter(tmp_path: Path) -> None:
+    """Issue 12, finding 5: the check reads the counter back; the increment's own answer may be a cache."""
+    counter = CachingCounter(5)
+    store = StateStore(tmp_path, counter)
+    store.recover()
+    store.commit(doc, first=True)
+    before = store.read()
+    counter.value += 1  # another program incremented the NV counter; the cache still says 6
+    with pytest.raises(Tampered, match="moved"):
+        store.commit(doc)
+    assert store.tamper is not None  # the device reports it (health, wallet)
+    assert store.state_path.read_bytes() == before
+    assert not StateStore(tmp_path, counter).recover().consistent

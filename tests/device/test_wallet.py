@@ -87,6 +87,21 @@ def test_pinned_root_from_settings(tmp_path: Path, center: TestCenter) -> None:
         w.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
 
 
+def test_no_pinned_root_and_no_trust_on_first_use_refuses(tmp_path: Path, center: TestCenter) -> None:
+    d = SoftDevice(tmp_path)
+    snap = d.snapshot()
+    w = Wallet(d.session, d.wallet.body)  # the product default: trust_first_center=False
+    with pytest.raises(UntrustedKeyset, match="TRUST_FIRST_CENTER"):
+        w.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
+    assert d.snapshot() == snap
+    record = Wallet(d.session, d.wallet.body, trust_first_center=True).accept_enrollment(
+        center.enrollment(d.device_id), center.root_jwk
+    )
+    from protocol.keys import root_fingerprint
+
+    assert record.root_fingerprint == root_fingerprint(center.root.public_key())
+
+
 def test_credit_once_and_kinds(dev: SoftDevice, center: TestCenter) -> None:
     token = center.credit(dev.device_id, amount=500)
     answer = dev.wallet.apply_credit(token)

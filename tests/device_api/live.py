@@ -120,4 +120,5 @@ def auth(token: str) -> dict[str, str]:
 
 
 def make_settings(data_dir: Path, tcti: str, **extra: Any) -> ServiceSettings:
+    extra.setdefault("trust_first_center", True)  # the tests' centers are trusted on first use
     return ServiceSettings(data_dir=data_dir, tcti=tcti, listen=f"127.0.0.1:{free_port()}", **extra)

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from protocol._ecdsa import P256_ORDER
 from protocol.attestation import (
     CertifyEvidence,
     check_ek_public,
@@ -143,3 +144,91 @@ def test_enrollment_with_a_pinned_root(make_live: MakeLive) -> None:
     r = _enroll(live, token, pinned.enrollment_request(device_id))
     assert r.status_code == 200, r.text
     assert r.json()["root_fingerprint"] == pinned.fingerprint
+
+
+def _high_s(token: str) -> str:
+    """The same JWS with its signature's second form (r, n - s): it verifies too."""
+    head, payload, signature = token.split(".")
+    raw = b64url_decode(signature)
+    s = int.from_bytes(raw[32:], "big")
+    return f"{head}.{payload}.{b64url_encode(raw[:32] + (P256_ORDER - s).to_bytes(32, 'big'))}"
+
+
+def _token_hash(live: LiveDevice) -> str:
+    record = live.device.wallet().body.enrollment
+    assert record is not None
+    return record.device_token_hash
+
+
+def test_enrollment_replay_commits_nothing_and_never_rolls_back(
+    enrolled: tuple[LiveDevice, str], center: PlayCenter
+) -> None:
+    """Issue 12, finding 1: the same enrollment in either signature form is answered without a commit (no
+    NV_Increment); an older or equally old different one is refused; only a strictly newer one commits."""
+    live, token = enrolled
+    device_id = live.device.device_id
+    record = live.device.wallet().body.enrollment
+    assert record is not None
+    current = {"enrollment": record.enrollment, "root_jwk": center.root_jwk}  # what the fixture posted
+    before = live.snapshot()
+    token_hash = _token_hash(live)
+    for _ in range(3):  # both signature forms, alternating: not one NV_Increment
+        for form in (record.enrollment, _high_s(record.enrollment)):
+            r = _enroll(live, token, {**current, "enrollment": form})
+            assert r.status_code == 200, r.text
+            assert r.json()["counter"] == before.counter
+    # the same payload signed again (another r): the same enrollment, no commit either
+    r = _enroll(live, token, center.enrollment_request(device_id))
+    assert r.status_code == 200, r.text
+    assert live.snapshot() == before
+    # a different enrollment of the same age (another token, same iat): refused
+    _problem(
+        _enroll(live, token, {**current, "enrollment": center.enrollment(device_id, b"t2")}),
+        "already-enrolled",
+        409,
+    )
+    assert live.snapshot() == before
+    # strictly newer: one commit, the new token hash
+    center.now += 60
+    newer = center.enrollment(device_id, b"token-newer")
+    r = _enroll(live, token, {**current, "enrollment": newer})
+    assert r.status_code == 200, r.text
+    after = live.snapshot()
+    assert after.counter == before.counter + 1
+    newer_hash = _token_hash(live)
+    assert newer_hash != token_hash
+    # the older one again, in either form, and the newer one's second form: no commit, no rollback
+    for form in (record.enrollment, _high_s(record.enrollment)):
+        _problem(_enroll(live, token, {**current, "enrollment": form}), "already-enrolled", 409)
+    r = _enroll(live, token, {**current, "enrollment": _high_s(newer)})
+    assert r.status_code == 200, r.text
+    assert live.snapshot() == after
+    assert _token_hash(live) == newer_hash
+
+
+def test_without_a_pinned_root_enrollment_needs_explicit_trust_on_first_use(make_live: MakeLive) -> None:
+    """Issue 12, finding 3: no pinned root and no COFFER_DEVICE_TRUST_FIRST_CENTER: enrollment is refused
+    (the PC cannot enroll the board under a root of its own); health and identity say how it is pinned."""
+    center = PlayCenter()
+    strict = make_live(trust_first_center=False)
+    strict.setup()
+    token = strict.unlock()
+    device_id = strict.device.device_id
+    assert strict.client.get("/v1/health").json()["root_pinning"] == "none"
+    ident = strict.identity()
+    assert (ident["root_pinning"], ident["pinned_root_fingerprint"]) == ("none", None)
+    before = strict.snapshot()
+    r = _enroll(strict, token, center.enrollment_request(device_id))
+    _problem(r, "untrusted-keyset", 422)
+    assert "COFFER_DEVICE_TRUST_FIRST_CENTER" in r.json()["detail"]
+    assert strict.snapshot() == before
+    assert strict.client.get("/v1/wallet", headers=auth(token)).json()["enrolled"] is False
+    assert strict.client.post("/v1/lock", headers=auth(token)).status_code == 204  # the TPM is shared below
+
+    tofu = make_live(trust_first_center=True)
+    assert tofu.client.get("/v1/health").json()["root_pinning"] == "trust-first"
+    pinned = make_live(pinned_root_fingerprint=center.fingerprint)
+    assert pinned.client.get("/v1/health").json()["root_pinning"] == "pinned"
+    pinned.setup()
+    ident = pinned.identity()
+    assert (ident["root_pinning"], ident["pinned_root_fingerprint"]) == ("pinned", center.fingerprint)

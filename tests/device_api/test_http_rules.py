@@ -108,8 +108,8 @@ def test_every_error_is_problem_json(unlocked: tuple[LiveDevice, str]) -> None:
         (live.client.post("/v1/unlock", content=b"{not json", headers=json_type), 422, "validation-error"),
         (live.client.post("/v1/unlock", json={"pin": PIN, "extra": 1}), 422, "validation-error"),
         (live.client.post("/v1/unlock", json={"pin": 123456}), 422, "validation-error"),
-        (live.client.post("/v1/unlock", content=PIN.encode(), headers={"Content-Type": "text/plain"}), 422,
-         "validation-error"),
+        (live.client.post("/v1/unlock", content=PIN.encode(), headers={"Content-Type": "text/plain"}), 415,
+         "unsupported-media-type"),  # issue 12 #8: was 422; a JSON-only route refuses other types first
         (live.client.get("/v1/statement", params={"nonce": "short"}, headers=auth(token)), 422,
          "validation-error"),
         (live.client.post("/v1/credits", json={"credit": "a.b.c"}, headers=auth(token)), 409, "not-enrolled"),

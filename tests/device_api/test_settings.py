@@ -60,7 +60,7 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
     assert s.data_dir == Path("/from/cli")
     assert s.listen == "10.0.0.1:1000"
     s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_PINNED_ROOT_FINGERPRINT": ""})
-    assert s.pinned_root_fingerprint is None  # empty = pin on first use
+    assert s.pinned_root_fingerprint is None  # empty = no pinned root
     assert s.auto_lock_seconds == 900  # DESIGN.md: 15 minutes
 
 
@@ -88,3 +88,16 @@ def test_listen_address() -> None:
         load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_LISTEN": "0.0.0.0:80"})
     s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_LISTEN": "[::1]:9000"})
     assert s.allowed_hosts() == {"[::1]", "[::1]:9000"}
+
+
+def test_trust_first_center_is_off_unless_set() -> None:
+    """Issue 12, finding 3: trust on first use only when explicitly asked for."""
+    s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"})
+    assert (s.trust_first_center, s.root_pinning()) == (False, "none")
+    s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_TRUST_FIRST_CENTER": "1"})
+    assert (s.trust_first_center, s.root_pinning()) == (True, "trust-first")
+    env = {"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_TRUST_FIRST_CENTER": "1"}
+    s = load_settings(environ=env | {"COFFER_DEVICE_PINNED_ROOT_FINGERPRINT": FP})
+    assert s.root_pinning() == "pinned"  # a pinned root wins
+    with pytest.raises(ValueError, match="trust_first_center"):
+        load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_TRUST_FIRST_CENTER": "maybe"})

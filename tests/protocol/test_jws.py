@@ -723,3 +723,63 @@ def test_b64url_decode_accepts_empty_and_canonical() -> None:
     assert b64url_decode("") == b""
     assert b64url_decode("Zg") == b"f"
     assert b64url_decode("-_8") == b"\xfb\xff"
+
+
+# --- nesting (issue 12, finding 2) ------------------------------------------------------------------
+
+
+def _nested(depth: int, open_: str = "[", close: str = "]") -> bytes:
+    return (open_ * depth + close * depth).encode()
+
+
+@pytest.mark.parametrize("depth", [jws.MAX_JSON_DEPTH + 1, 5000, 40000])
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_deeply_nested_json_is_one_opaque_error(depth: int, where: str) -> None:
+    """`[[[[...` deeper than the bound: JwsError (never RecursionError), whether signed or not, in the header
+    or the payload, and also for the unverified readers used for routing."""
+    member = b'{"a":' + _nested(depth) + b"}"
+    token = forge(payload=member) if where == "payload" else forge(header=member)
+    with pytest.raises(JwsError):
+        verify_receipt(token)
+    with pytest.raises(JwsError):
+        jws.unverified_header(token) if where == "header" else jws.unverified_member(token, "order_id")
+
+
+@pytest.mark.parametrize("shape", ["array", "object", "mixed"])
+def test_nesting_bound_counts_containers_not_brackets_in_strings(shape: str) -> None:
+    deep = jws.MAX_JSON_DEPTH - 1  # the payload object itself is one level
+    inner = {"array": _nested(deep), "object": b'{"x":' * deep + b"1" + b"}" * deep}.get(
+        shape, b'[{"x":' * (deep // 2) + b"1" + b"}]" * (deep // 2)
+    )
+    body = json.dumps(receipt_payload())[:-1].encode() + b', "deep": ' + inner + b"}"
+    with pytest.raises(JwsError, match="payload is malformed"):  # parsed, then refused by the model
+        verify_receipt(forge(payload=body))
+    brackets = json.dumps(receipt_payload(order_id="[" * 5000 + "{" * 5000)).encode()
+    with pytest.raises(JwsError, match="payload is malformed"):  # brackets inside a string are text
+        verify_receipt(forge(payload=brackets))
+
+
+def test_unverified_member() -> None:
+    token = forge()
+    assert jws.unverified_member(token, "order_id") == RECEIPT.order_id
+    for bad in ("a.b", "not base64.x.y", forge(payload=b"[]"), forge(payload=b"{")):
+        with pytest.raises(JwsError):
+            jws.unverified_member(bad, "order_id")
+    with pytest.raises(JwsError):
+        jws.unverified_member(forge(payload={"order_id": 5}), "order_id")
+    with pytest.raises(JwsError):
+        jws.unverified_member(forge(payload={"v": 1}), "order_id")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=4),
+        lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+        max_leaves=60,
+    )
+)
+def test_any_json_payload_ends_in_jws_error_or_a_payload(value: Any) -> None:
+    for payload in (json.dumps(value).encode(), json.dumps({"v": 1, "x": value}).encode()):
+        with pytest.raises(JwsError):
+            verify_receipt(forge(payload=payload))

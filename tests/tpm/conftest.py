@@ -1,4 +1,4 @@
-"""Fixtures for the TPM adapter tests: an opened, provisioned `Tpm` on a fresh swtpm."""
+"""Fixtures for the TPM adapter tests: an opened, provisioned `Tpm` on a fresh swtpm; a PIN-bound KEM key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from device_os.tpm import ProvisionedKeys, Tpm, TpmError
+from device_os.tpm import KeyBlob, ProvisionedKeys, Tpm, TpmError
 from tests.support.swtpm import SwtpmInstance
 
 PIN = b"246810"
@@ -19,6 +19,7 @@ class Provisioned:
     swtpm: SwtpmInstance
     tpm: Tpm
     keys: ProvisionedKeys
+    kem: KeyBlob  # the KEM key as setup makes it: authValue = PIN
 
     def reopen(self) -> Tpm:
         """Close the adapter (orderly) and open a new one, as a restarted device process would."""
@@ -31,7 +32,8 @@ class Provisioned:
 @pytest.fixture
 def provisioned(swtpm: SwtpmInstance) -> Iterator[Provisioned]:
     tpm = Tpm.open(swtpm.tcti)
-    state = Provisioned(swtpm, tpm, tpm.provision(None))
+    keys = tpm.provision(None)
+    state = Provisioned(swtpm, tpm, keys, tpm.create_kem_key(PIN))
     yield state
     with contextlib.suppress(TpmError):
         state.tpm.close()

@@ -65,8 +65,7 @@ def test_provision_is_idempotent_and_sets_the_design_parameters(provisioned: Pro
     assert again.counter_read() == first
     cert = x509.load_der_x509_certificate(again.ek_certificate())
     assert cert.public_key().key_size == 2048  # type: ignore[union-attr]
-    for blob in (keys.ak, keys.kem):
-        assert parse_public(blob.public).attributes & ATTR_NO_DA
+    assert parse_public(keys.ak.public).attributes & ATTR_NO_DA  # the KEM key carries the PIN: test_kem_pin
     srk = subprocess.run(
         ["tpm2_readpublic", "-T", provisioned.swtpm.tcti, "-c", "0x81000001"],
         capture_output=True,
@@ -87,13 +86,13 @@ def test_the_lockout_authorization_is_no_longer_empty(provisioned: Provisioned) 
 
 
 def test_provisioned_keys_serialise(provisioned: Provisioned) -> None:
-    keys = provisioned.keys
+    keys, kem = provisioned.keys, provisioned.kem
     assert ProvisionedKeys.from_bytes(keys.to_bytes()) == keys
-    assert KeyBlob.from_bytes(keys.kem.to_bytes()) == keys.kem
+    assert KeyBlob.from_bytes(kem.to_bytes()) == kem
     with pytest.raises(BadBlob):
-        KeyBlob.from_bytes(keys.kem.to_bytes() + b"\x00")
+        KeyBlob.from_bytes(kem.to_bytes() + b"\x00")
     with pytest.raises(BadBlob):
-        KeyBlob.from_bytes(keys.kem.to_bytes()[:-1])
+        KeyBlob.from_bytes(kem.to_bytes()[:-1])
 
 
 def test_provision_refuses_blobs_of_another_tpm_and_recreates_a_missing_ek(
@@ -126,14 +125,14 @@ _CHILD = textwrap.dedent(
     import os, sys
     from pathlib import Path
     from cryptography.hazmat.primitives.asymmetric import ec
-    from device_os.tpm import KeyBlob, ProvisionedKeys, Tpm
+    from device_os.tpm import KeyBlob, Tpm
     d = Path(sys.argv[2])
     tpm = Tpm.open(sys.argv[1])
-    keys = ProvisionedKeys.from_bytes((d / "keys.json").read_bytes())
+    kem = KeyBlob.from_bytes((d / "kem.blob").read_bytes())
     pay = KeyBlob.from_bytes((d / "pay.blob").read_bytes())
     dek = KeyBlob.from_bytes((d / "dek.blob").read_bytes())
     secret = tpm.unseal(dek, b"246810")
-    kem, payer = tpm.load_hot_keys(keys.kem, pay, b"246810")
+    kem, payer = tpm.load_hot_keys(kem, pay, b"246810")
     (d / "out.sig").write_bytes(payer.sign(b"from the child"))
     (d / "out.dek").write_bytes(secret)
     if sys.argv[3] == "crash":
@@ -149,10 +148,10 @@ def _run_child(tcti: str, directory: Path, mode: str) -> None:
 
 
 def test_blobs_reload_after_a_process_restart_and_a_crash(provisioned: Provisioned, tmp_path: Path) -> None:
-    tpm, keys = provisioned.tpm, provisioned.keys
+    tpm = provisioned.tpm
     pay = tpm.create_payment_key(PIN)
     dek = tpm.seal(b"D" * 32, PIN)
-    (tmp_path / "keys.json").write_bytes(keys.to_bytes())
+    (tmp_path / "kem.blob").write_bytes(provisioned.kem.to_bytes())
     (tmp_path / "pay.blob").write_bytes(pay.to_bytes())
     (tmp_path / "dek.blob").write_bytes(dek.to_bytes())
     tpm.close()
@@ -177,10 +176,10 @@ def _transient_handles(tcti: str) -> list[str]:
 
 @pytest.mark.parametrize("how", ["orderly", "sigkill"])
 def test_blobs_reload_after_a_swtpm_restart(provisioned: Provisioned, how: str) -> None:
-    tpm, keys, sw = provisioned.tpm, provisioned.keys, provisioned.swtpm
+    tpm, sw = provisioned.tpm, provisioned.swtpm
     pay = tpm.create_payment_key(PIN)
     dek = tpm.seal(b"secret", PIN)
-    kem_public = tpm.public_key(keys.kem)
+    kem_public = tpm.public_key(provisioned.kem)
     tpm.close()
     if how == "orderly":
         sw.restart()
@@ -189,7 +188,7 @@ def test_blobs_reload_after_a_swtpm_restart(provisioned: Provisioned, how: str) 
         sw.start()
     tpm = provisioned.reopen()
     assert tpm.unseal(dek, PIN) == b"secret"
-    kem, payer = tpm.load_hot_keys(keys.kem, pay, PIN)
+    kem, payer = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     peer = ec.generate_private_key(ec.SECP256R1())
     assert kem.exchange(ec.ECDH(), peer.public_key()) == peer.exchange(ec.ECDH(), kem_public)
     verify_raw(payer.public_key(), payer.sign(b"after restart"), b"after restart")
@@ -202,14 +201,14 @@ def test_wrong_pins_lock_out_and_noda_objects_never_count(provisioned: Provision
     tpm, keys = provisioned.tpm, provisioned.keys
     dek = tpm.seal(b"dek", PIN)
     pay = tpm.create_payment_key(PIN)
-    kem, _ = tpm.load_hot_keys(keys.kem, pay, PIN)
+    kem, _ = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     peer = ec.generate_private_key(ec.SECP256R1())
     tries = []
     for _ in range(10):
         with pytest.raises(WrongPin) as wrong:
             tpm.unseal(dek, b"999999")
         tries.append(wrong.value.tries_left)
-        kem.exchange(ec.ECDH(), peer.public_key())  # NODA: never counts
+        tpm.certify(keys.ak, keys.ak, b"n")  # the attestation key is NODA: never counts
     assert tries == list(range(9, -1, -1))
     with pytest.raises(Lockout) as locked:
         tpm.unseal(dek, PIN)  # even the right PIN
@@ -219,33 +218,32 @@ def test_wrong_pins_lock_out_and_noda_objects_never_count(provisioned: Provision
     status = tpm.da_status()
     assert status.in_lockout
     assert status.failed_tries == 10
+    with pytest.raises(Lockout):
+        kem.exchange(ec.ECDH(), peer.public_key())  # the KEM key carries the PIN: DA-protected too
     # NODA objects keep working in lockout and do not move the counter.
-    assert kem.exchange(ec.ECDH(), peer.public_key()) == peer.exchange(ec.ECDH(), kem.public_key())
-    tpm.certify(keys.ak, keys.kem, b"nonce")
+    tpm.certify(keys.ak, keys.ak, b"nonce")
     tpm.counter_increment()
     assert tpm.da_status().failed_tries == 10
 
 
 def test_a_wrong_auth_on_a_noda_object_does_not_count(provisioned: Provisioned) -> None:
-    """Cross-check with tpm2-pytss directly: a wrong authValue on the KEM key (NODA) is refused without
-    touching the DA counter."""
+    """Cross-check with tpm2-pytss directly: a wrong authValue on the attestation key (NODA) is refused
+    without touching the DA counter. (The KEM key counts: tests/tpm/test_kem_pin.py.)"""
     from tpm2_pytss import ESAPI, TSS2_Exception
-    from tpm2_pytss.types import TPM2B_ECC_POINT, TPM2B_PRIVATE, TPM2B_PUBLIC, TPMS_ECC_POINT
+    from tpm2_pytss.constants import TPM2_ALG
+    from tpm2_pytss.types import TPM2B_DATA, TPM2B_PRIVATE, TPM2B_PUBLIC, TPMT_SIG_SCHEME
 
     tpm, keys = provisioned.tpm, provisioned.keys
     tpm.close()
     with ESAPI(provisioned.swtpm.tcti) as esys:
         srk = esys.tr_from_tpmpublic(0x81000001)
-        public, _ = TPM2B_PUBLIC.unmarshal(keys.kem.public)
-        private, _ = TPM2B_PRIVATE.unmarshal(keys.kem.private)
+        public, _ = TPM2B_PUBLIC.unmarshal(keys.ak.public)
+        private, _ = TPM2B_PRIVATE.unmarshal(keys.ak.private)
         handle = esys.load(srk, private, public)
         esys.tr_set_auth(handle, b"wrong")
-        point = TPM2B_ECC_POINT(
-            TPMS_ECC_POINT(x=public.publicArea.unique.ecc.x, y=public.publicArea.unique.ecc.y)
-        )
         for _ in range(12):
             with pytest.raises(TSS2_Exception):
-                esys.ecdh_zgen(handle, point)
+                esys.certify(handle, handle, TPM2B_DATA(b""), TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL))
         esys.flush_context(handle)
     assert provisioned.reopen().da_status().failed_tries == 0
 
@@ -270,7 +268,7 @@ def test_an_unclean_stop_after_pin_use_costs_one_try_and_an_orderly_one_does_not
 
 
 def test_change_auth_moves_the_pin(provisioned: Provisioned) -> None:
-    tpm, keys = provisioned.tpm, provisioned.keys
+    tpm = provisioned.tpm
     dek = tpm.seal(b"dek", PIN)
     pay = tpm.create_payment_key(PIN)
     with pytest.raises(WrongPin):
@@ -282,7 +280,7 @@ def test_change_auth_moves_the_pin(provisioned: Provisioned) -> None:
     assert tpm.unseal(new_dek, b"135791") == b"dek"
     with pytest.raises(WrongPin):
         tpm.unseal(new_dek, PIN)
-    _, payer = tpm.load_hot_keys(keys.kem, new_pay, b"135791")
+    _, payer = tpm.load_hot_keys(tpm.change_auth(provisioned.kem, PIN, b"135791"), new_pay, b"135791")
     verify_raw(tpm.public_key(pay), payer.sign(b"new pin"), b"new pin")
 
 
@@ -330,9 +328,9 @@ def test_counter_increment_is_one_command(provisioned: Provisioned) -> None:
 def test_content_key_sealed_with_cryptography_hpke_opens_with_the_tpm_key(provisioned: Provisioned) -> None:
     from cryptography.hazmat.primitives import hpke as c_hpke
 
-    tpm, keys = provisioned.tpm, provisioned.keys
+    tpm = provisioned.tpm
     pay = tpm.create_payment_key(PIN)
-    kem, _ = tpm.load_hot_keys(keys.kem, pay, PIN)
+    kem, _ = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     info = hpke.content_key_info("ord_123")
     content_key = os.urandom(32)
     suite = c_hpke.Suite(c_hpke.KEM.P256, c_hpke.KDF.HKDF_SHA256, c_hpke.AEAD.AES_128_GCM)
@@ -349,7 +347,7 @@ def test_purchase_hot_path_is_exactly_three_commands_even_after_cold_work(provis
     tpm, keys = provisioned.tpm, provisioned.keys
     pay = tpm.create_payment_key(PIN)
     dek = tpm.seal(b"dek", PIN)
-    kem, payer = tpm.load_hot_keys(keys.kem, pay, PIN)
+    kem, payer = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     tpm.counter_read()
     peer = ec.generate_private_key(ec.SECP256R1()).public_key()
 
@@ -381,10 +379,10 @@ def test_purchase_hot_path_is_exactly_three_commands_even_after_cold_work(provis
 
 
 def test_hot_key_sign_with_a_wrong_pin_counts(provisioned: Provisioned) -> None:
-    tpm, keys = provisioned.tpm, provisioned.keys
+    tpm = provisioned.tpm
     pay = tpm.create_payment_key(PIN)
     _, payer = tpm.load_hot_keys(
-        keys.kem, pay, b"000000"
+        provisioned.kem, pay, b"000000"
     )  # Load needs only the SRK: the PIN is checked at use
     with pytest.raises(WrongPin) as wrong:
         payer.sign(b"x")
@@ -392,9 +390,9 @@ def test_hot_key_sign_with_a_wrong_pin_counts(provisioned: Provisioned) -> None:
 
 
 def test_calls_from_many_threads_are_serialized(provisioned: Provisioned) -> None:
-    tpm, keys = provisioned.tpm, provisioned.keys
+    tpm = provisioned.tpm
     pay = tpm.create_payment_key(PIN)
-    _, payer = tpm.load_hot_keys(keys.kem, pay, PIN)
+    _, payer = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     errors: list[BaseException] = []
     start = tpm.counter_read()
 
@@ -421,7 +419,7 @@ def test_unix_socket_tcti(provisioned: Provisioned, swtpm_factory: SwtpmFactory)
     sw = swtpm_factory(transport="unix")
     with Tpm.open(sw.tcti) as tpm:
         keys = tpm.provision(None)
-        assert tpm.public_key(keys.kem) != provisioned.tpm.public_key(provisioned.keys.kem)
+        assert tpm.public_key(keys.ak) != provisioned.tpm.public_key(provisioned.keys.ak)
 
 
 # --- errors -----------------------------------------------------------------------------------------------
@@ -467,8 +465,8 @@ def test_close_sends_an_orderly_shutdown(provisioned: Provisioned) -> None:
 
 
 def test_payment_signature_is_ecdsa_sha256_over_the_data(provisioned: Provisioned) -> None:
-    tpm, keys = provisioned.tpm, provisioned.keys
-    _, payer = tpm.load_hot_keys(keys.kem, tpm.create_payment_key(PIN), PIN)
+    tpm = provisioned.tpm
+    _, payer = tpm.load_hot_keys(provisioned.kem, tpm.create_payment_key(PIN), PIN)
     signature = payer.sign(b"abc")
     r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
     digest = hashlib.sha256(b"abc").digest()
@@ -494,13 +492,15 @@ def test_tcti_counter_matches_the_wire_and_tpm2_tools(provisioned: Provisioned) 
         keys = provisioned.keys
         pay = tpm.create_payment_key(PIN)
         dek = tpm.seal(b"dek", PIN)
-        kem, payer = tpm.load_hot_keys(keys.kem, pay, PIN)
+        kem, payer = tpm.load_hot_keys(provisioned.kem, pay, PIN)
         for _ in range(3):
-            kem.exchange(ec.ECDH(), kem.public_key())
-            payer.sign(b"p")  # the first DA-protected use after a TPM start: libtpms answers RETRY once
+            kem.exchange(
+                ec.ECDH(), kem.public_key()
+            )  # the first DA-protected use: libtpms answers RETRY once
+            payer.sign(b"p")
             tpm.counter_increment()
         tpm.unseal(dek, PIN)
-        tpm.certify(keys.ak, keys.kem, b"nonce")
+        tpm.certify(keys.ak, provisioned.kem, b"nonce", pin=PIN)
         with pytest.raises(WrongPin):
             tpm.unseal(dek, b"000000")
         tpm.close()
@@ -518,9 +518,9 @@ def test_tcti_counter_matches_the_wire_and_tpm2_tools(provisioned: Provisioned) 
 def test_the_adapter_recovers_when_the_tpm_restarts_under_it(provisioned: Provisioned) -> None:
     """swtpm killed and started again while the adapter holds hot keys: the first call reports
     TpmUnavailable, the next one reconnects, reloads the hot keys and works."""
-    tpm, keys, sw = provisioned.tpm, provisioned.keys, provisioned.swtpm
+    tpm, sw = provisioned.tpm, provisioned.swtpm
     pay = tpm.create_payment_key(PIN)
-    kem, payer = tpm.load_hot_keys(keys.kem, pay, PIN)
+    kem, payer = tpm.load_hot_keys(provisioned.kem, pay, PIN)
     value = tpm.counter_increment()
     sw.kill()
     sw.start()
@@ -557,7 +557,8 @@ def test_pins_and_secrets_stay_off_the_wire_with_encrypted_sessions(
             assert tpm.unseal(dek, pin) == secret
             dek = tpm.change_auth(dek, pin, new_pin)
             assert tpm.unseal(dek, new_pin) == secret
-            _, payer = tpm.load_hot_keys(keys.kem, pay, pin)
+            kem, payer = tpm.load_hot_keys(tpm.create_kem_key(pin), pay, pin)
+            kem.exchange(ec.ECDH(), kem.public_key())
             payer.sign(b"payment")
             tpm.certify(keys.ak, pay, b"nonce", pin=pin)
             with pytest.raises(WrongPin):

@@ -50,6 +50,7 @@ class Material:
     swtpm: SwtpmInstance
     tpm: Tpm
     keys: ProvisionedKeys
+    kem: KeyBlob
     payment: KeyBlob
     kem_evidence: CertifyEvidence
     payment_evidence: CertifyEvidence
@@ -62,13 +63,14 @@ def material(swtpm_template: SwtpmTemplate, tmp_path_factory: pytest.TempPathFac
     sw = new_instance(swtpm_template, tmp_path_factory.mktemp("attest"))
     tpm = Tpm.open(sw.tcti)
     keys = tpm.provision(None)
-    payment = tpm.create_payment_key(PIN)
+    kem, payment = tpm.create_kem_key(PIN), tpm.create_payment_key(PIN)
     yield Material(
         swtpm=sw,
         tpm=tpm,
         keys=keys,
+        kem=kem,
         payment=payment,
-        kem_evidence=tpm.certify(keys.ak, keys.kem, b"kem-nonce"),
+        kem_evidence=tpm.certify(keys.ak, kem, b"kem-nonce", pin=PIN),
         payment_evidence=tpm.certify(keys.ak, payment, b"pay-nonce", pin=PIN),
         ek_certificate=tpm.ek_certificate(),
         ek_public=tpm.ek_public(),
@@ -87,12 +89,12 @@ def _pem(path: Path) -> x509.Certificate:
 @pytest.mark.swtpm
 def test_certify_evidence_verifies(material: Material) -> None:
     kem = verify_certify(material.kem_evidence, nonce=b"kem-nonce", ak_public=material.keys.ak.public)
-    assert check_kem_key(kem) == material.tpm.public_key(material.keys.kem)
+    assert check_kem_key(kem) == material.tpm.public_key(material.kem)
     pay = verify_certify(material.payment_evidence, nonce=b"pay-nonce")
     assert check_payment_key(pay) == material.tpm.public_key(material.payment)
     attest = parse_attest(material.kem_evidence.attest)
     assert attest.extra_data == b"kem-nonce"
-    assert attest.certified_name == parse_public(material.keys.kem.public).name
+    assert attest.certified_name == parse_public(material.kem.public).name
     # Evidence travels as JSON.
     assert CertifyEvidence.from_bytes(material.kem_evidence.to_bytes()) == material.kem_evidence
 
@@ -101,8 +103,8 @@ def test_certify_evidence_verifies(material: Material) -> None:
 def test_certify_name_matches_the_tpm_name(material: Material) -> None:
     from tpm2_pytss.types import TPM2B_PUBLIC
 
-    public, _ = TPM2B_PUBLIC.unmarshal(material.keys.kem.public)
-    assert parse_public(material.keys.kem.public).name == bytes(public.get_name())
+    public, _ = TPM2B_PUBLIC.unmarshal(material.kem.public)
+    assert parse_public(material.kem.public).name == bytes(public.get_name())
 
 
 @pytest.mark.swtpm
@@ -110,7 +112,7 @@ def test_kem_and_payment_key_policies_are_not_interchangeable(material: Material
     kem = verify_certify(material.kem_evidence, nonce=b"kem-nonce")
     pay = verify_certify(material.payment_evidence, nonce=b"pay-nonce")
     with pytest.raises(AttestationError):
-        check_payment_key(kem)  # NODA, a decryption key
+        check_payment_key(kem)  # a decryption key
     with pytest.raises(AttestationError):
         check_kem_key(pay)
 
@@ -177,7 +179,7 @@ def test_certify_evidence_json_is_strict() -> None:
 
 @pytest.mark.swtpm
 def test_public_parser_is_strict(material: Material) -> None:
-    raw = material.keys.kem.public
+    raw = material.kem.public
     parse_public(raw)
     for bad in (raw[:-1], raw + b"\x00", b"\x00\x01\x00", struct.pack(">H", len(raw)) + raw[2:-1]):
         with pytest.raises(AttestationError):
@@ -243,7 +245,7 @@ def test_credential_for_another_ek_or_another_key_is_refused(material: Material)
     with pytest.raises(TpmError):
         material.tpm.activate_credential(material.keys.ak, blob, secret)
     # The right EK, but the credential names another object than the AK.
-    blob, secret = make_credential(material.ek_public, parse_public(material.keys.kem.public).name, b"s" * 16)
+    blob, secret = make_credential(material.ek_public, parse_public(material.kem.public).name, b"s" * 16)
     with pytest.raises(TpmError):
         material.tpm.activate_credential(material.keys.ak, blob, secret)
     # A tampered credential blob.

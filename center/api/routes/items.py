@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 
 from center.api.deps import CatalogDep
 from center.api.openapi import problem_responses
-from center.api.ranges import parse_range
 from protocol.api.catalog import ItemDetail, ItemList
+from protocol.http.ranges import content_range, parse_range
 
 router = APIRouter(tags=["catalog"])
 
@@ -74,7 +74,7 @@ async def get_preview(
         span = parse_range(range_header, preview.length) if if_range in (None, etag) else None
         start, end = span if span is not None else (0, preview.length)
         if span is not None:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{preview.length}"
+            headers["Content-Range"] = content_range(span, preview.length)
         data = catalog.read_preview(preview, start, end)
         status = 206 if span is not None else 200
         return Response(data, status_code=status, media_type=preview.media_type, headers=headers)

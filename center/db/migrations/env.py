@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import center.db.commerce  # noqa: F401 - registers the commerce tables on Base.metadata
 from center.db.models import Base
 
 connection = context.config.attributes["connection"]

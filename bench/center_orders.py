@@ -1,0 +1,346 @@
+"""The center's commerce on loopback: orders/s and payments/s with p50/p99 at 1, 16 and 64 concurrent clients,
+and delivery MiB/s of an order's content stream against the same server streaming the same blob unencrypted.
+
+The server is one uvicorn worker (create_app, access log off) in a child process pinned to CPU 0; the load
+comes from this process (asyncio + httpx keep-alive clients) pinned to CPU 1 — so "2 cores" = one for the
+server, one for the load. Devices are bound with software keys (the center never talks to a TPM after
+enrollment), funded through the real credit code path; payments are sealed before the timed run, so the timed
+part is the center's own work. Each client uses its own device (orders of one device serialize on its row).
+The reference for delivery is a bench-only route added to the same app that streams the plaintext blob with
+the same chunking (`/bench/plain`), measured in the same run.
+
+`python -m bench.center_orders [--duration S] [--database-url URL] [--delivery-mib N]` prints JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._support import latency_ms
+
+SERVER = """
+import os, sys, uvicorn
+from pathlib import Path
+from fastapi.responses import StreamingResponse
+from center.api.app import create_app
+from center.settings import CenterSettings
+os.sched_setaffinity(0, {0})
+kw = {'database_url': sys.argv[3]} if sys.argv[3] else {}
+settings = CenterSettings(data_dir=Path(sys.argv[2]), listen='127.0.0.1:' + sys.argv[1], **kw)
+app = create_app(settings)
+blobs = app.state.center.blobs
+sha = sys.argv[4]
+@app.get('/bench/plain')
+def plain():
+    return StreamingResponse(blobs.iter_chunks(sha), media_type='application/octet-stream')
+uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)
+"""
+CONCURRENCY = (1, 16, 64)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prepare(data: Path, database_url: str | None, devices: int, delivery_mib: int) -> dict[str, Any]:
+    """Catalog items, bound and funded devices; returns what the load needs (tokens, keys, item ids)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from center.blobs import LocalBlobStore
+    from center.db import tx
+    from center.db.commerce import Device
+    from center.db.engine import make_engine, session_factory, upgrade
+    from center.keys import load_or_create
+    from center.services.catalog import CatalogService, NewItem, parse_price
+    from center.services.common import Commerce, canonical
+    from center.services.credits import CreditService, NewCredit
+    from center.settings import CenterSettings
+    from protocol.b64 import b64url_encode
+    from protocol.center_api import RedeemRequest
+    from protocol.keys import device_id_for
+    from protocol.messages import Jwk
+
+    settings = CenterSettings(data_dir=data, **({"database_url": database_url} if database_url else {}))
+    settings.prepare_data_dir()
+    keys = load_or_create(settings.keys_dir, settings.issuer_url())
+    engine = make_engine(settings.sqlalchemy_url())
+    upgrade(engine)
+    sessions = session_factory(engine)
+    blobs = LocalBlobStore(settings.blobs_dir)
+    catalog = CatalogService(sessions, blobs, data / "tmp")
+    small = data / "small.txt"
+    small.write_text("a small text item\n" * 200)
+    big = data / "big.txt"
+    with open(big, "w") as fh:
+        line = "abcdefghijklmnopqrstuvwxyz0123456789 " * 3 + "\n"
+        for _ in range(delivery_mib * 1024 * 1024 // len(line)):
+            fh.write(line)
+    item = catalog.add_item(NewItem([small], "Small", parse_price(1, "JPY"))).item_id
+    large = catalog.add_item(NewItem([big], "Large", parse_price(1, "JPY")))
+    commerce = Commerce(sessions, keys, settings, blobs)
+    credits = CreditService(commerce)
+    out = []
+    for _ in range(devices):
+        ak, kem, payer = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+        device_id = device_id_for(ak.public_key())
+        token = secrets.token_urlsafe(32)
+        with tx.write(sessions) as session:
+            session.add(
+                Device(
+                    device_id=device_id,
+                    ek_hash=hashlib.sha256(device_id.encode()).hexdigest(),
+                    ak_public=b64url_encode(device_id.encode()),
+                    kem_jwk=canonical(Jwk.from_public_key(kem.public_key()).model_dump()),
+                    payment_jwk=canonical(Jwk.from_public_key(payer.public_key()).model_dump()),
+                    aead="aes-256-gcm",
+                    token_hash=b64url_encode(hashlib.sha256(token.encode()).digest()),
+                    state="active",
+                    enrolled_at=0,
+                    updated_at=0,
+                )
+            )
+        code, _ = credits.issue(NewCredit(device_id, "prepaid", 10**12, "JPY"))
+        credits.redeem(RedeemRequest(code=code, device_id=device_id), device_id)
+        out.append({"device_id": device_id, "token": token, "payer": payer})
+    engine.dispose()
+    return {
+        "item": item,
+        "large": large.item_id,
+        "large_sha": large.content_sha256,
+        "large_length": large.content_length,
+        "devices": out,
+        "payment_key": keys.payment.public_key(),
+        "signing_key": keys.signing.public_key(),
+    }
+
+
+def _payment(setup: dict[str, Any], device: dict[str, Any], order_jws: str, counter: int) -> str:
+    from protocol import hpke, jws, pricing
+    from protocol.b64 import b64url_encode
+    from protocol.messages import Order, Payment, message_hash
+    from protocol.pricing import Purses
+
+    order = jws.verify(order_jws, Order, keys=setup["signing_key"], now=0)
+    debits = pricing.debits(order.price, Purses(prepaid={"JPY": order.price.amount}), order.item_id)
+    token = jws.sign(
+        Payment(
+            iss=device["device_id"],
+            iat=order.iat,
+            order_id=order.order_id,
+            order_hash=message_hash(order_jws),
+            device_id=device["device_id"],
+            counter=counter,
+            debits=debits,
+        ),
+        jws.SoftwareSigner(device["payer"]),
+    )
+    sealed = hpke.seal(setup["payment_key"], token.encode(), info=hpke.payment_info(order.order_id))
+    return b64url_encode(sealed)
+
+
+async def _closed_loop(
+    url: str, concurrency: int, duration: float, make: Any, ok: int
+) -> tuple[int, int, list[float], float]:
+    """`concurrency` clients, each sending make(i, n) requests back to back for `duration` seconds."""
+    samples: list[float] = []
+    done = [0]
+    errors = [0]
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        stop = time.monotonic() + duration
+
+        async def worker(i: int) -> None:
+            n = 0
+            while time.monotonic() < stop:
+                method, path, kw = make(i, n)
+                n += 1
+                if kw is None:
+                    return
+                t0 = time.perf_counter()
+                r = await client.request(method, path, **kw)
+                samples.append(time.perf_counter() - t0)
+                if r.status_code == ok:
+                    done[0] += 1
+                else:
+                    errors[0] += 1
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return done[0], errors[0], samples, elapsed
+
+
+def _order_call(setup: dict[str, Any], item: str, run: str) -> Any:
+    def make(i: int, n: int) -> tuple[str, str, dict[str, Any]]:
+        device = setup["devices"][i]
+        body = {"item_id": item, "device_id": device["device_id"]}
+        headers = {"Authorization": f"Bearer {device['token']}", "Idempotency-Key": f"order-{run}-{i}-{n}"}
+        return "POST", "/v1/orders", {"json": body, "headers": headers}
+
+    return make
+
+
+async def _bench_orders(url: str, setup: dict[str, Any], duration: float, db: str) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency in CONCURRENCY:
+        done, errors, samples, elapsed = await _closed_loop(
+            url, concurrency, duration, _order_call(setup, setup["item"], f"o{concurrency}"), 201
+        )
+        rows.append(
+            {
+                "name": "orders",
+                "db": db,
+                "concurrency": concurrency,
+                "ok": done,
+                "errors": errors,
+                "per_second": round(done / elapsed, 1),
+                **latency_ms(samples),
+            }
+        )
+    return rows
+
+
+async def _bench_payments(url: str, setup: dict[str, Any], duration: float, db: str) -> list[dict[str, Any]]:
+    rows = []
+    for concurrency in CONCURRENCY:
+        # orders first (untimed), then their payments sealed in this process, then the timed payments
+        per_client = max(20, int(duration * 1500 / concurrency))
+        queues: list[list[tuple[str, str]]] = [[] for _ in range(concurrency)]
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for i in range(concurrency):
+                device = setup["devices"][i]
+                for n in range(per_client):
+                    r = await client.post(
+                        "/v1/orders",
+                        json={"item_id": setup["item"], "device_id": device["device_id"]},
+                        headers={
+                            "Authorization": f"Bearer {device['token']}",
+                            "Idempotency-Key": f"pay-{concurrency}-{i}-{n}",
+                        },
+                    )
+                    answer = r.json()
+                    if r.status_code != 201:
+                        raise RuntimeError(f"order refused: {r.text}")
+                    counter = concurrency * 10**6 + i * 10**4 + n
+                    queues[i].append((answer["order_id"], _payment(setup, device, answer["order"], counter)))
+
+        def make(i: int, n: int) -> tuple[str, str, dict[str, Any] | None]:
+            if n >= len(queues[i]):
+                return "POST", "", None
+            order_id, sealed = queues[i][n]
+            headers = {"Authorization": f"Bearer {setup['devices'][i]['token']}"}
+            return "POST", f"/v1/orders/{order_id}/payment", {"json": {"payment": sealed}, "headers": headers}
+
+        done, errors, samples, elapsed = await _closed_loop(url, concurrency, duration, make, 200)
+        rows.append(
+            {
+                "name": "payments",
+                "db": db,
+                "concurrency": concurrency,
+                "ok": done,
+                "errors": errors,
+                "per_second": round(done / elapsed, 1),
+                **latency_ms(samples),
+            }
+        )
+    return rows
+
+
+async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[str, Any]:
+    device = setup["devices"][0]
+    auth = {"Authorization": f"Bearer {device['token']}"}
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        r = await client.post(
+            "/v1/orders",
+            json={"item_id": setup["large"], "device_id": device["device_id"]},
+            headers={**auth, "Idempotency-Key": "delivery-0001"},
+        )
+        content = r.json()["content_url"]
+        best = {"stream": 0.0, "plain": 0.0}
+        sizes = {}
+        for _ in range(rounds):
+            for name, path, headers in (("stream", content, auth), ("plain", "/bench/plain", {})):
+                t0 = time.perf_counter()
+                size = 0
+                async with client.stream("GET", path, headers=headers) as response:
+                    async for chunk in response.aiter_raw():
+                        size += len(chunk)
+                elapsed = time.perf_counter() - t0
+                sizes[name] = size
+                best[name] = max(best[name], size / elapsed / 2**20)
+    return {
+        "name": "delivery",
+        "bytes_stream": sizes["stream"],
+        "bytes_plain": sizes["plain"],
+        "stream_mib_s": round(best["stream"], 1),
+        "plain_mib_s": round(best["plain"], 1),
+        "ratio": round(best["stream"] / best["plain"], 3),
+    }
+
+
+def run_one(database_url: str | None, duration: float, delivery_mib: int) -> list[dict[str, Any]]:
+    db = "postgresql" if database_url else "sqlite"
+    with tempfile.TemporaryDirectory(prefix="coffer-bench-orders-") as tmp:
+        data = Path(tmp) / "center"
+        setup = _prepare(data, database_url, max(CONCURRENCY), delivery_mib)
+        port = _free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVER, str(port), str(data), database_url or "", setup["large_sha"]],
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the center did not start")
+                time.sleep(0.1)
+            rows = asyncio.run(_bench_orders(url, setup, duration, db))
+            rows += asyncio.run(_bench_payments(url, setup, duration, db))
+            rows.append({**asyncio.run(_bench_delivery(url, setup, 3)), "db": db})
+        finally:
+            server.terminate()
+            server.wait(timeout=20)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.center_orders", description=__doc__)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
+    parser.add_argument("--database-url", default=os.environ.get("COFFER_BENCH_DATABASE_URL"))
+    parser.add_argument("--delivery-mib", type=int, default=64)
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {1})
+    rows = run_one(None, args.duration, args.delivery_mib)
+    if args.database_url:
+        rows += run_one(args.database_url, args.duration, args.delivery_mib)
+    for row in rows:
+        print(json.dumps(row))
+    print(json.dumps({"name": "summary", "cpus": os.cpu_count(), "split": "server on CPU 0, load on CPU 1"}))
+    return 0 if all(r.get("errors", 0) == 0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

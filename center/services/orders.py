@@ -1,0 +1,286 @@
+"""Orders (DESIGN.md flow 5.1, 5.2; the patent's ST6–ST8): a hold, a fresh Ke and salt, the signed order.
+
+`create` runs in one transaction under the device's lock: the same Idempotency-Key and body answer the same
+order (another body: idempotency-mismatch); a revoked or suspect device, or one with more than `max_unpaid`
+unpaid deliveries, is refused; the device's purses are read from the ledger (wallet balance minus open holds,
+unspent coupons and tickets), `protocol.pricing.debits` decides what pays, and those debits are held as
+pending transfers, checked not to overdraw before the commit. Ke and the stream salt are sealed under the
+data key; Ke is HPKE-wrapped to the device's KEM key inside the signed order.
+`status` tells held / paid / unpaid-delivery / expired; orders never delivered and past `exp` give their holds
+back (voided) the next time the device orders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from center import ledger
+from center.db import tx
+from center.db.commerce import CreditRow, Device, OrderRow
+from center.db.models import Item
+from center.errors import (
+    ConflictError,
+    IdempotencyMismatchError,
+    InsufficientFundsError,
+    ItemNotFoundError,
+    NotFoundError,
+    UnpaidLimitError,
+    WrongDeviceError,
+)
+from center.repository import ItemRepository
+from center.sealing import seal
+from center.services.common import Commerce, canonical, require_active, require_device
+from protocol import hpke, pricing, stream
+from protocol.b64 import b64url_encode
+from protocol.center_api import OrderAnswer, OrderRequest, OrderState, OrderStatus
+from protocol.errors import InsufficientFunds
+from protocol.keys import public_key_from_jwk
+from protocol.messages import Order, message_hash
+from protocol.money import Money
+from protocol.pricing import Coupon, Debit, Purses, Ticket
+
+SEGMENT_SIZE = stream.DEFAULT_SEGMENT_SIZE
+
+
+def order_state(order: OrderRow, now: int) -> OrderState:
+    if order.paid_at is not None:
+        return "paid"
+    if now < order.exp:
+        return "held"
+    return "unpaid-delivery" if order.delivered_at is not None else "expired"
+
+
+def answer(order: OrderRow) -> OrderAnswer:
+    return OrderAnswer(
+        order_id=order.order_id,
+        order=order.order_jws,
+        content_url=f"/v1/orders/{order.order_id}/content",
+        content_length=stream.ciphertext_length(order.content_length, order.segment_size),
+        exp=order.exp,
+    )
+
+
+def status(order: OrderRow, now: int) -> OrderStatus:
+    return OrderStatus(
+        order_id=order.order_id,
+        item_id=order.item_id,
+        device_id=order.device_id,
+        price=Money(amount=order.price_amount, currency=order.currency),
+        state=order_state(order, now),
+        iat=order.iat,
+        exp=order.exp,
+        delivered=order.delivered_at is not None,
+        receipt=order.receipt_jws,
+    )
+
+
+def hold_legs(order_id: str, device_id: str, price: Money, debits: tuple[Debit, ...]) -> list[ledger.Leg]:
+    """The ledger legs that pay `debits`: prepaid from the wallet, a coupon from its account, a ticket from
+    promotions (the promotion pays the item); each into revenue."""
+    cur = price.currency
+    legs = []
+    for n, debit in enumerate(debits):
+        if debit.purse == "prepaid":
+            source = ledger.wallet(device_id, cur)
+        elif debit.purse == "coupon":
+            source = ledger.coupon(debit.credit_id or "")
+        else:
+            source = ledger.promotions(cur)
+        legs.append(ledger.Leg(f"{order_id}/{n}", source, ledger.revenue(cur), debit.amount, cur))
+    return legs
+
+
+def purses(session: Session, book: ledger.Ledger, device_id: str, currency: str, now: int) -> Purses:
+    """The device's purses as the center's ledger has them: what an order may still hold."""
+    wallet = book.available(ledger.wallet(device_id, currency))
+    unspent = select(CreditRow).where(
+        CreditRow.device_id == device_id,
+        CreditRow.redeemed_at.is_not(None),
+        CreditRow.held_by.is_(None),
+        CreditRow.spent_by.is_(None),
+        CreditRow.exp > now,
+        CreditRow.kind.in_(("coupon", "ticket")),
+    )
+    coupons, tickets = [], []
+    for credit in session.scalars(unspent):
+        if credit.kind == "ticket" and credit.item_id:
+            tickets.append(Ticket(credit_id=credit.credit_id, item_id=credit.item_id, exp=credit.exp))
+        elif credit.kind == "coupon" and credit.currency:
+            left = book.available(ledger.coupon(credit.credit_id))
+            if left > 0:
+                money = Money(amount=left, currency=credit.currency)
+                coupons.append(Coupon(credit_id=credit.credit_id, amount=money, exp=credit.exp))
+    return Purses(prepaid={currency: max(0, wallet)}, coupons=tuple(coupons), tickets=tuple(tickets))
+
+
+class OrderService:
+    def __init__(self, commerce: Commerce) -> None:
+        self.c = commerce
+
+    def create(
+        self, request: OrderRequest, token_device: str, idempotency_key: str
+    ) -> tuple[OrderAnswer, bool]:
+        """The order for this request; True when it was made now (False: answered again by its key)."""
+        if request.device_id != token_device:
+            raise WrongDeviceError("the order names another device than the token's")
+        request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
+        try:
+            with tx.write(self.c.sessions) as session:
+                device = require_device(session, request.device_id)
+                existing = session.scalars(
+                    select(OrderRow).where(
+                        OrderRow.device_id == device.device_id, OrderRow.idempotency_key == idempotency_key
+                    )
+                ).one_or_none()
+                if existing is not None:
+                    if existing.request_hash != request_hash:
+                        raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
+                    return answer(existing), False
+                require_active(device)
+                item = ItemRepository(session).get(request.item_id)
+                if item is None:
+                    raise ItemNotFoundError(request.item_id)
+                order = self._place(session, device, item, idempotency_key, request_hash)
+                return answer(order), True
+        except IntegrityError as exc:
+            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+
+    def _place(self, session: Session, device: Device, item: Item, key: str, request_hash: str) -> OrderRow:
+        now = self.c.now()
+        book = ledger.Ledger(session, now)
+        self.release_expired(session, book, device.device_id, now)
+        unpaid = session.scalar(
+            select(func.count()).where(
+                OrderRow.device_id == device.device_id,
+                OrderRow.paid_at.is_(None),
+                OrderRow.delivered_at.is_not(None),
+                OrderRow.exp <= now,
+            )
+        )
+        if (unpaid or 0) > self.c.settings.max_unpaid:
+            raise UnpaidLimitError(f"{unpaid} unpaid deliveries (the limit is {self.c.settings.max_unpaid})")
+        price = Money(amount=item.price_amount, currency=item.currency)
+        book.open_house_accounts(price.currency)
+        wallet = book.open_account(
+            ledger.wallet(device.device_id, price.currency), "wallet", price.currency, device.device_id
+        )
+        try:
+            debits = pricing.debits(
+                price, purses(session, book, device.device_id, price.currency, now), item.item_id
+            )
+        except InsufficientFunds as exc:
+            raise InsufficientFundsError(f"balance minus holds cannot pay {price}") from exc
+        order_id = "ord_" + secrets.token_urlsafe(18)
+        ke, salt = os.urandom(32), os.urandom(32)
+        wrapped = hpke.seal(
+            public_key_from_jwk(json.loads(device.kem_jwk)), ke, info=hpke.content_key_info(order_id)
+        )
+        exp = now + self.c.settings.order_ttl
+        token = self.c.sign(
+            Order(
+                iss=self.c.issuer,
+                iat=now,
+                order_id=order_id,
+                item_id=item.item_id,
+                device_id=device.device_id,
+                price=price,
+                content_sha256=item.content_sha256,
+                content_length=item.content_length,
+                aead=device.aead,
+                segment_size=SEGMENT_SIZE,
+                wrapped_key=b64url_encode(wrapped),
+                exp=exp,
+            )
+        )
+        order = OrderRow(
+            order_id=order_id,
+            device_id=device.device_id,
+            idempotency_key=key,
+            request_hash=request_hash,
+            item_id=item.item_id,
+            blob_sha256=item.content_sha256,
+            price_amount=price.amount,
+            currency=price.currency,
+            content_length=item.content_length,
+            aead=device.aead,
+            segment_size=SEGMENT_SIZE,
+            sealed_secret=seal(self.c.keys.data_key, ke + salt, order_id.encode()),
+            payer_jwk=device.payment_jwk,
+            order_jws=token,
+            order_hash=message_hash(token),
+            planned_debits=json.dumps([d.model_dump() for d in debits]),
+            iat=now,
+            exp=exp,
+        )
+        session.add(order)
+        session.flush()
+        book.post(
+            f"hold:{order_id}",
+            "hold",
+            hold_legs(order_id, device.device_id, price, debits),
+            pending=True,
+            order_id=order_id,
+        )
+        for debit in debits:
+            if debit.credit_id is not None:
+                credit = session.get(CreditRow, debit.credit_id)
+                assert credit is not None
+                credit.held_by = order_id
+        book.require_covered(
+            [wallet] + [ledger.coupon(d.credit_id) for d in debits if d.purse == "coupon" and d.credit_id]
+        )
+        session.flush()
+        return order
+
+    @staticmethod
+    def release_expired(session: Session, book: ledger.Ledger, device_id: str, now: int) -> None:
+        """Void the holds of orders that expired without a delivery: the device never had the content, so it
+        cannot have paid (its payment would need the stream)."""
+        stale = session.scalars(
+            select(OrderRow).where(
+                OrderRow.device_id == device_id,
+                OrderRow.paid_at.is_(None),
+                OrderRow.delivered_at.is_(None),
+                OrderRow.released_at.is_(None),
+                OrderRow.exp <= now,
+            )
+        )
+        for order in stale:
+            holds = [h.transfer_id for h in book.open_holds(f"hold:{order.order_id}")]
+            book.resolve(f"release:{order.order_id}", "release", holds, post=False, order_id=order.order_id)
+            for credit in session.scalars(select(CreditRow).where(CreditRow.held_by == order.order_id)):
+                credit.held_by = None
+            order.released_at = now
+
+    def get(self, order_id: str, token_device: str) -> OrderStatus:
+        with tx.read(self.c.sessions) as session:
+            order = session.get(OrderRow, order_id)
+            if order is None or order.device_id != token_device:
+                raise NotFoundError(f"no order {order_id}")
+            return status(order, self.c.now())
+
+    def for_delivery(self, order_id: str, token_device: str) -> OrderRow:
+        """The order to stream, marked delivered at its first request (one small write, once)."""
+        with tx.read(self.c.sessions) as session:
+            order = session.get(OrderRow, order_id)
+            if order is None or order.device_id != token_device:
+                raise NotFoundError(f"no order {order_id}")
+            if order.delivered_at is not None:
+                return order
+        with tx.write(self.c.sessions) as session:
+            require_device(session, token_device)  # serializes with release_expired
+            order = session.get(OrderRow, order_id)
+            assert order is not None
+            now = self.c.now()
+            if order.delivered_at is None:
+                if order.released_at is not None or now >= order.exp:
+                    raise ConflictError("the order expired before its first delivery; order again")
+                order.delivered_at = now
+            return order

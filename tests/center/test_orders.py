@@ -1,0 +1,320 @@
+"""Orders, delivery, settlement and credits on a real SQLite database through the HTTP API (in process).
+
+Every refusal is checked to leave the ledger as it was (same transactions, same transfers)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from center import ledger
+from center.services.catalog import CatalogService
+from center.settings import CenterSettings
+from protocol import stream
+from protocol.pricing import Coupon, Debit, Purses, Ticket
+from tests.center.commerce import Center, decrypt, problem, verify_receipt
+from tests.center.conftest import add
+
+PRICE = 500
+
+
+@pytest.fixture
+def blob(tmp_path: Path) -> Path:
+    path = tmp_path / "content.txt"
+    text = base64.b64encode(os.urandom(150_000)).decode()
+    path.write_text(
+        "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    )  # 4 segments, the last short
+    return path
+
+
+@pytest.fixture
+def center(settings: CenterSettings, catalog: CatalogService) -> Center:
+    return Center(settings)
+
+
+@pytest.fixture
+def item(catalog: CatalogService, blob: Path) -> str:
+    return add(catalog, blob, title="Data", price=PRICE)
+
+
+def test_purchase_flow_and_a_balanced_ledger(center: Center, item: str, blob: Path) -> None:
+    device = center.device()
+    center.fund(device, 1200)
+    r = center.order(device, item)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    order, ke = device.open_order(center.commerce, answer["order"])
+    assert order.price.amount == PRICE
+    assert order.aead == "aes-256-gcm"
+    assert order.segment_size == 65536
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 1200 - PRICE  # held
+    status = center.client.get(f"/v1/orders/{order.order_id}", headers=device.headers).json()
+    assert status["state"] == "held"
+    assert status["delivered"] is False
+
+    body = center.content(device, order.order_id)
+    assert body.status_code == 200
+    assert (
+        len(body.content)
+        == answer["content_length"]
+        == stream.ciphertext_length(len(blob.read_bytes()), 65536)
+    )
+    plaintext = decrypt(body.content, ke)
+    assert plaintext == blob.read_bytes()
+    assert hashlib.sha256(plaintext).hexdigest() == order.content_sha256
+
+    sealed = device.payment(center.commerce, answer["order"])
+    paid = center.pay(device, order.order_id, sealed)
+    assert paid.status_code == 200, paid.text
+    receipt = verify_receipt(center.commerce, paid.json()["receipt"], device.device_id)
+    assert receipt.order_id == order.order_id
+    again = center.pay(device, order.order_id, sealed)  # the outbox re-sends the same sealed payment
+    assert again.status_code == 200
+    assert again.json() == paid.json()
+    report = center.report()
+    assert report["checks"]["ok"]
+    assert report["checks"]["balanced"]
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 1200 - PRICE
+    assert center.balance(ledger.revenue("JPY")) == PRICE
+    status = center.client.get(f"/v1/orders/{order.order_id}", headers=device.headers).json()
+    assert status["state"] == "paid"
+    assert status["receipt"] == paid.json()["receipt"]
+
+
+def test_idempotency_key(center: Center, item: str, catalog: CatalogService, blob: Path) -> None:
+    device = center.device()
+    center.fund(device, 2000)
+    first = center.order(device, item, key="key-00000001")
+    assert first.status_code == 201
+    again = center.order(device, item, key="key-00000001")
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    before = center.ledger_state()
+    other = add(catalog, blob, title="Other", price=10)
+    problem(center.order(device, other, key="key-00000001"), "idempotency-mismatch", 422)
+    assert center.ledger_state() == before
+    missing = center.client.request(
+        "POST", "/v1/orders", json={"item_id": item, "device_id": device.device_id}, headers=device.headers
+    )
+    problem(missing, "validation-error", 422)
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 2000 - PRICE
+
+
+def test_refusals_change_nothing(center: Center, item: str) -> None:
+    device = center.device()
+    center.fund(device, PRICE - 1)
+    before = center.ledger_state()
+    problem(center.order(device, item), "insufficient-funds", 402)
+    stranger = center.device()
+    r = center.client.request(
+        "POST",
+        "/v1/orders",
+        json={"item_id": item, "device_id": device.device_id},
+        headers={**stranger.headers, "Idempotency-Key": "k" * 16},
+    )
+    problem(r, "wrong-device", 422)
+    problem(center.order(device, "itm_" + "a" * 16), "not-found", 404)
+    r = center.client.request(
+        "POST",
+        "/v1/orders",
+        json={"item_id": item, "device_id": device.device_id},
+        headers={"Idempotency-Key": "k" * 16},
+    )
+    problem(r, "unauthorized", 401)
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert center.ledger_state() == before
+
+
+def test_range_is_byte_identical_and_maps_to_whole_segments(center: Center, item: str, blob: Path) -> None:
+    device = center.device()
+    center.fund(device, PRICE)
+    answer = center.order(device, item).json()
+    order, ke = device.open_order(center.commerce, answer["order"])
+    whole = center.content(device, order.order_id).content
+    assert center.content(device, order.order_id).content == whole  # same bytes on every request
+    length = len(whole)
+    block = 65536 + 16
+    for first, last in (
+        (0, 0),
+        (0, 41),
+        (42, 42 + block - 1),
+        (100, 70_000),
+        (42 + block, length - 1),
+        (length - 5, length - 1),
+    ):
+        r = center.content(device, order.order_id, f"bytes={first}-{last}")
+        assert r.status_code == 206, r.text
+        assert r.headers["content-range"] == f"bytes {first}-{last}/{length}"
+        assert r.content == whole[first : last + 1]
+    r = center.content(device, order.order_id, "bytes=-100")
+    assert r.content == whole[-100:]
+    r = center.content(device, order.order_id, "bytes=70000-")
+    assert r.content == whole[70000:]
+    problem(center.content(device, order.order_id, f"bytes={length}-"), "range-not-satisfiable", 416)
+    # a resumed download (stopped mid-segment) decrypts to the item
+    cut = 42 + block + 1000
+    resumed = whole[:cut] + center.content(device, order.order_id, f"bytes={cut}-").content
+    assert decrypt(resumed, ke) == blob.read_bytes()
+
+
+def test_payment_refusals_leave_the_ledger(center: Center, item: str) -> None:
+    device = center.device()
+    center.fund(device, 3 * PRICE)
+    first = center.order(device, item).json()
+    second = center.order(device, item).json()
+    before = center.ledger_state()
+    c = center.commerce
+    problem(center.pay(device, first["order_id"], "AAAA"), "invalid-payment", 422)
+    problem(center.pay(device, first["order_id"], device.payment(c, second["order"])), "invalid-payment", 422)
+    problem(
+        center.pay(device, first["order_id"], device.payment(c, second["order"], order_id=first["order_id"])),
+        "invalid-payment",
+        422,
+    )
+    forged = device.payment(c, first["order"], signer=center.device().payer)
+    problem(center.pay(device, first["order_id"], forged), "invalid-signature", 422)
+    short = (Debit(purse="prepaid", amount=PRICE - 1),)
+    problem(
+        center.pay(device, first["order_id"], device.payment(c, first["order"], debits=short)),
+        "invalid-payment",
+        422,
+    )
+    bogus = (Debit(purse="coupon", credit_id="cr_nothing", amount=PRICE),)
+    problem(
+        center.pay(device, first["order_id"], device.payment(c, first["order"], debits=bogus)),
+        "invalid-payment",
+        422,
+    )
+    other = center.device()
+    problem(center.pay(other, first["order_id"], device.payment(c, first["order"])), "not-found", 404)
+    assert center.ledger_state() == before
+    ok = center.pay(device, first["order_id"], device.payment(c, first["order"]))
+    assert ok.status_code == 200
+    after = center.ledger_state()
+    problem(center.pay(device, first["order_id"], device.payment(c, first["order"])), "order-settled", 409)
+    assert center.ledger_state() == after
+    assert center.report()["checks"]["ok"]
+
+
+def test_a_reused_counter_marks_the_device_suspect(center: Center, item: str) -> None:
+    device = center.device()
+    center.fund(device, 3 * PRICE)
+    first = center.order(device, item).json()
+    second = center.order(device, item).json()
+    c = center.commerce
+    assert (
+        center.pay(device, first["order_id"], device.payment(c, first["order"], counter=50)).status_code
+        == 200
+    )
+    r = center.pay(device, second["order_id"], device.payment(c, second["order"], counter=50))
+    assert r.status_code == 200  # it paid, so it settles: the hold covered it
+    problem(center.order(device, item), "device-suspect", 403)
+    report = center.report()
+    assert report["devices"][0]["state"] == "suspect"
+    assert report["checks"]["ok"]
+
+
+def test_coupons_tickets_and_credits(center: Center, item: str, catalog: CatalogService, blob: Path) -> None:
+    device = center.device()
+    c = center.commerce
+    center.fund(device, 300, kind="coupon")
+    center.fund(device, 400)
+    r = center.order(device, item)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    coupon_id = next(
+        a["account"].split(":", 1)[1] for a in center.report()["accounts"] if a["kind"] == "coupon"
+    )
+    purses = Purses(
+        prepaid={"JPY": 400},
+        coupons=(Coupon(credit_id=coupon_id, amount={"amount": 300, "currency": "JPY"}, exp=2**33),),
+    )
+    paid = center.pay(device, answer["order_id"], device.payment(c, answer["order"], purses))
+    assert paid.status_code == 200, paid.text
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 200
+    assert center.balance(ledger.coupon(coupon_id)) == 0
+    # a ticket pays a whole item; promotions pay revenue
+    from center.services.credits import CreditService, NewCredit
+
+    code, _ = CreditService(c).issue(NewCredit(device.device_id, "ticket", item_id=item))
+    redeem = {"code": code, "device_id": device.device_id}
+    first = center.client.request("POST", "/v1/credits/redeem", json=redeem, headers=device.headers)
+    assert first.status_code == 200
+    again = center.client.request("POST", "/v1/credits/redeem", json=redeem, headers=device.headers)
+    assert again.json() == first.json()
+    other = center.device()
+    problem(
+        center.client.request(
+            "POST", "/v1/credits/redeem", json={**redeem, "device_id": other.device_id}, headers=other.headers
+        ),
+        "wrong-device",
+        422,
+    )
+    problem(
+        center.client.request(
+            "POST", "/v1/credits/redeem", json={**redeem, "code": "cc_" + "x" * 30}, headers=device.headers
+        ),
+        "not-found",
+        404,
+    )
+    answer = center.order(device, item).json()
+    ticket = Ticket(credit_id=first.json()["credit_id"], item_id=item, exp=2**33)
+    paid = center.pay(
+        device, answer["order_id"], device.payment(c, answer["order"], Purses(tickets=(ticket,)))
+    )
+    assert paid.status_code == 200, paid.text
+    assert center.balance(ledger.revenue("JPY")) == 2 * PRICE
+    assert center.report()["checks"]["ok"]
+
+
+def test_revoked_device(center: Center, item: str) -> None:
+    device = center.device()
+    center.fund(device, 2 * PRICE)
+    answer = center.order(device, item).json()
+    center.app.state.center.admin.revoke(device.device_id)
+    problem(center.order(device, item), "device-revoked", 403)
+    from center.errors import DeviceRevokedError
+    from center.services.credits import CreditService, NewCredit
+
+    with pytest.raises(DeviceRevokedError):
+        CreditService(center.commerce).issue(NewCredit(device.device_id, "prepaid", 10, "JPY"))
+    # payments for orders already made still settle
+    assert (
+        center.pay(device, answer["order_id"], device.payment(center.commerce, answer["order"])).status_code
+        == 200
+    )
+
+
+def test_unpaid_limit_and_expired_holds(center: Center, item: str, settings: CenterSettings) -> None:
+    now = [1_900_000_000]
+    object.__setattr__(center.commerce, "clock", lambda: now[0])
+    device = center.device()
+    center.fund(device, 10 * PRICE)
+    delivered = []
+    for _ in range(3):
+        answer = center.order(device, item).json()
+        assert center.content(device, answer["order_id"]).status_code == 200
+        delivered.append(answer)
+    undelivered = center.order(device, item).json()
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 6 * PRICE
+    now[0] += settings.order_ttl + 1
+    problem(center.content(device, undelivered["order_id"]), "conflict", 409)
+    problem(center.order(device, item), "unpaid-limit", 403)
+    status = center.client.get(f"/v1/orders/{delivered[0]['order_id']}", headers=device.headers).json()
+    assert status["state"] == "unpaid-delivery"
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 6 * PRICE  # the refusal changed nothing
+    late = center.pay(
+        device, delivered[0]["order_id"], device.payment(center.commerce, delivered[0]["order"])
+    )
+    assert late.status_code == 200  # settles after exp
+    assert center.order(device, item).status_code == 201
+    # that order gave the undelivered order's hold back (voided); the delivered ones stay held until paid
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == 6 * PRICE
+    status = center.client.get(f"/v1/orders/{undelivered['order_id']}", headers=device.headers).json()
+    assert status["state"] == "expired"
+    assert center.report()["checks"]["ok"]
