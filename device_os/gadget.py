@@ -226,7 +226,9 @@ def networkd_files(link: LinkConfig, device_id: str, ports: list[str]) -> dict[s
         f"10-{BRIDGE}.network": (
             f"[Match]\nName={BRIDGE}\n\n[Network]\nAddress={link.address}/{link.subnet.prefixlen}\n"
             "DHCPServer=yes\nConfigureWithoutCarrier=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n\n"
-            "[DHCPServer]\nEmitRouter=no\nEmitDNS=no\nEmitNTP=no\nDefaultLeaseTimeSec=3600\n\n"
+            # PersistLeases=no: leases in RAM (systemd >= 256 otherwise waits for a writable /var/lib/systemd
+            # before it starts the server: never, on the read-only root)
+            "[DHCPServer]\nPersistLeases=no\nEmitRouter=no\nEmitDNS=no\nEmitNTP=no\nDefaultLeaseTimeSec=3600\n\n"
             "[Link]\nRequiredForOnline=no\n"
         ),
     }

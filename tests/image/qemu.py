@@ -117,6 +117,7 @@ class Guest:
     def diagnostics(self) -> str:
         parts = [f"console (last 4 KB):\n{self.console.read_text(errors='replace')[-4096:]}"]
         try:
+            parts.append("network:\n" + self.control("GET", "/network").text[-8000:])
             parts.append("journal:\n" + self.control("GET", "/journal").text[-20000:])
         except httpx.HTTPError as exc:
             parts.append(f"journal: unreachable ({exc})")

@@ -108,6 +108,7 @@ def test_bind_names_and_networkd(board: dict[str, Path]) -> None:
     assert "Address=192.168.7.1/30" in bridge
     assert "DHCPServer=yes" in bridge
     assert "EmitRouter=no" in bridge  # the PC must keep its own default route
+    assert "PersistLeases=no" in bridge  # else networkd never starts the server on a read-only root
     assert "ConfigureWithoutCarrier=yes" in bridge
 
 
