@@ -110,6 +110,9 @@ def test_units_enabled(image: Image) -> None:
     assert "coffer-grow-data.service" in image.root_listing(
         "/etc/systemd/system/var-lib-coffer.mount.requires"
     )
+    # masked on the read-only root: networkd's lease storage (it would hold the DHCP server back) and "online"
+    for unit in ("systemd-networkd-persistent-storage.service", "systemd-networkd-wait-online.service"):
+        assert image.root_symlink(f"/etc/systemd/system/{unit}") == "/dev/null", unit
     device = image.root_file("/etc/systemd/system/coffer-device.service")
     assert "ExecStart=/opt/coffer/bin/python -m device_os serve --config /boot/firmware/coffer.conf" in device
     assert "COFFER_DEVICE_TCTI=device:/dev/tpmrm0" in device
