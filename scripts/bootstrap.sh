@@ -13,8 +13,9 @@ APT_PACKAGES=(
 )
 # Extra packages only the image targets need (installed by `make image`).
 if [[ "${COFFER_BOOTSTRAP_IMAGE:-0}" == 1 ]]; then
+  # build (image/build) and boot test (tests/image): bmap-tools writes the .bmap; cpio + zstd list the initrd
   APT_PACKAGES+=(mmdebstrap qemu-user-static qemu-system-arm genimage binfmt-support dosfstools mtools
-                 e2fsprogs fdisk device-tree-compiler arch-test xz-utils)
+                 e2fsprogs fdisk device-tree-compiler arch-test xz-utils bmap-tools cpio zstd)
 fi
 
 missing=()
