@@ -31,7 +31,7 @@ from device_os.core import fsio, statedoc
 from device_os.core.aead import AeadName, resolve
 from device_os.core.body import StateBody
 from device_os.core.content import ContentStore
-from device_os.core.faults import FaultHook
+from device_os.core.faults import FaultHook, installed
 from device_os.core.kernel import Session
 from device_os.core.keys import KeyDirectory, KeyFiles
 from device_os.core.store import Recovery, StateStore
@@ -99,10 +99,11 @@ class Device:
         tpm: Tpm,
         *,
         clock: Callable[[], float] = time.monotonic,
+        faults: FaultHook | None = None,
     ) -> None:
         self.settings = settings
         self.tpm = tpm
-        self.faults = FaultHook(settings.fault)
+        self.faults = faults if faults is not None else installed()  # TEST-ONLY seam (core/faults.py)
         self._clock = clock
         data = settings.data_dir
         self.data_dir = data
@@ -126,11 +127,11 @@ class Device:
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: DeviceSettings) -> Device:
-        """Open the TPM, run start-up recovery, classify the device."""
+    def open(cls, settings: DeviceSettings, *, faults: FaultHook | None = None) -> Device:
+        """Open the TPM, run start-up recovery, classify the device. `faults`: tests only."""
         tpm = Tpm.open(settings.tcti)
         try:
-            device = cls(settings, tpm)
+            device = cls(settings, tpm, faults=faults)
             device.start()
         except BaseException:
             tpm.close()
