@@ -20,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_os.tpm import Tpm, WrongPin
+from device_os.tpm import Tpm, TpmWrongPin
 from protocol import attestation, hpke
 from protocol.keys import device_id_for
 from scripts.swtpm import Swtpm, copy_state, provision_template
@@ -76,7 +76,7 @@ def run(console_print: Callable[[str], object]) -> None:
                 say("DEK sealed under the PIN and unsealed again")
                 try:
                     tpm.unseal(sealed_dek, b"000000")
-                except WrongPin as exc:
+                except TpmWrongPin as exc:
                     say(f"  a wrong PIN is refused by the TPM: {exc.tries_left} tries left")
 
                 nonce = os.urandom(16)

@@ -40,7 +40,7 @@ from center.services.common import Commerce, canonical, require_active, require_
 from protocol import hpke, pricing, stream
 from protocol.b64 import b64url_encode
 from protocol.center_api import OrderAnswer, OrderRequest, OrderState, OrderStatus
-from protocol.errors import InsufficientFunds
+from protocol.errors import PricingShortfall
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Order, message_hash
 from protocol.money import Money
@@ -188,7 +188,7 @@ class OrderService:
                 purses(session, book, device.device_id, price.currency, now, available or 0),
                 item.item_id,
             )
-        except InsufficientFunds as exc:
+        except PricingShortfall as exc:
             raise InsufficientFundsError(f"balance minus holds cannot pay {price}") from exc
         order_id = "ord_" + secrets.token_urlsafe(18)
         ke, salt = os.urandom(32), os.urandom(32)

@@ -28,8 +28,7 @@ from device_os.errors import (
 )
 from protocol import hpke, jws, pricing
 from protocol.b64 import b64url_decode, b64url_encode
-from protocol.errors import EncodingError, HpkeError, StreamError
-from protocol.errors import InsufficientFunds as PricingShortfall
+from protocol.errors import EncodingError, HpkeError, PricingShortfall, StreamError
 from protocol.jws import Signer
 from protocol.messages import (
     Order,

@@ -99,7 +99,3 @@ __all__ = [
     "TpmUnavailable",
     "TpmWrongPin",
 ]
-
-# Transitional: scripts/demo_tpm.py (outside device_os) still imports the adapter's wrong-PIN error by its old
-# name. Remove once it imports `TpmWrongPin`; `device_os.errors.WrongPin` is the device core's.
-WrongPin = TpmWrongPin
