@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from center.api.context import CenterContext
 from center.db import tx
 from center.errors import UnauthorizedError
+from center.sealing import token_hash
 from center.services.catalog import CatalogService
 from center.services.common import device_for_token
 
@@ -30,17 +32,21 @@ ContextDep = Annotated[CenterContext, Depends(get_context)]
 CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 
 
-async def get_device(
-    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
-    """The device_id whose bearer token the request carries (401 unauthorized otherwise)."""
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if (
         credentials is None
         or credentials.scheme.lower() != "bearer"
         or not 20 <= len(credentials.credentials) <= 128
     ):
         raise UnauthorizedError("a device token is required: Authorization: Bearer <token>")
-    token = credentials.credentials
+    return credentials.credentials
+
+
+async def get_device(
+    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """The device_id whose bearer token the request carries (401 unauthorized otherwise)."""
+    token = _token(credentials)
 
     def lookup() -> str:
         with tx.read(context.commerce.sessions) as session:
@@ -49,4 +55,34 @@ async def get_device(
     return await run_in_threadpool(lookup)
 
 
+@dataclass(frozen=True)
+class TokenDevice:
+    """The token's device for a route whose service checks the token again inside its own transaction
+    (orders, payments): `token_hash` goes to the service, which compares it with the locked device row."""
+
+    device_id: str
+    token_hash: str
+
+
+async def get_token_device(
+    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> TokenDevice:
+    """Like `get_device`, but a token this process has seen is answered from `TokenHints` without a database
+    read (the service re-checks it under its lock); an unknown one is looked up (401 if no device has it)."""
+    token = _token(credentials)
+    digest = token_hash(token)
+    hints = context.commerce.tokens
+    device_id = hints.get(digest)
+    if device_id is None:
+
+        def lookup() -> str:
+            with tx.read(context.commerce.sessions) as session:
+                return device_for_token(session, token)
+
+        device_id = await run_in_threadpool(lookup)
+        hints.remember(digest, device_id)
+    return TokenDevice(device_id, digest)
+
+
 DeviceDep = Annotated[str, Depends(get_device)]
+TokenDeviceDep = Annotated[TokenDevice, Depends(get_token_device)]
