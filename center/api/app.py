@@ -52,7 +52,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
     The database must already be migrated (`center serve` and `center db upgrade` do it).
     """
     keys = keys if keys is not None else load_or_create(settings.keys_dir, settings.issuer_url())
-    engine = make_engine(settings.sqlalchemy_url())
+    engine = make_engine(settings.sqlalchemy_url(), sqlite_synchronous=settings.sqlite_synchronous)
     blobs = LocalBlobStore(settings.blobs_dir)
     sessions = session_factory(engine)
     catalog = CatalogService(sessions, blobs, settings.data_dir / "tmp")
