@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -71,6 +72,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         SettlementService(commerce),
         StatementService(commerce),
         AdminService(commerce),
+        asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )
     if settings.allow_unattested:
         log.warning("--allow-unattested: EK certificate chains are NOT checked (tests and demos only)")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -82,6 +83,19 @@ async def get_token_device(
         device_id = await run_in_threadpool(lookup)
         hints.remember(digest, device_id)
     return TokenDevice(device_id, digest)
+
+
+T = TypeVar("T")
+
+
+async def run_write(context: CenterContext, work: Callable[..., T], *args: object) -> T:
+    """Run a write service call in the thread pool; on SQLite after queueing (FIFO) at the app's write gate,
+    so waiting requests hold no worker thread and no thread sleeps in SQLite's busy handler. Scheduling only:
+    the database still serializes and checks every write (BEGIN IMMEDIATE)."""
+    if context.write_gate is None:
+        return await run_in_threadpool(work, *args)
+    async with context.write_gate:
+        return await run_in_threadpool(work, *args)
 
 
 DeviceDep = Annotated[str, Depends(get_device)]
