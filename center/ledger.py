@@ -11,24 +11,70 @@ account row, changed by the same database transaction as the transfers, and a CH
 (posted + pending) above credits, so a transaction that would overdraw fails in the database and rolls back
 whole (`InsufficientFundsError`). The totals are a cache of the transfers; `sums()` recomputes them for
 the report.
+
+The write path (transactions, transfers, totals, holds) runs prebuilt SQLAlchemy Core statements on the
+session's connection: compiled once per process (SQLAlchemy's statement cache), no unit of work, the
+transfers of a transaction in one executemany, each limited account's totals moved by one UPDATE … RETURNING
+its new available amount (docs/center-commerce.md "Performance").
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, event, exists, func, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, event, exists, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from center.db.commerce import LedgerAccount, LedgerTransfer, LedgerTxn
+from center.db.commerce import LedgerAccount, LedgerTransfer, LedgerTxn, table
 from center.db.tx import dialect
 from center.errors import InsufficientFundsError
 
 POSTED = ("posted", "post")
+
+_TXNS = table(LedgerTxn)
+_TRANSFERS = table(LedgerTransfer)
+_ACCOUNTS = table(LedgerAccount)
+_RESOLVED = _TRANSFERS.alias("resolved")
+_HOLD_COLUMNS = (
+    _TRANSFERS.c.transfer_id,
+    _TRANSFERS.c.debit_account,
+    _TRANSFERS.c.credit_account,
+    _TRANSFERS.c.amount,
+    _TRANSFERS.c.currency,
+)
+_TXN_EXISTS = select(_TXNS.c.txn_id).where(_TXNS.c.txn_id == bindparam("p_txn"))
+_INSERT_TXN = insert(_TXNS)
+_INSERT_TRANSFER = insert(_TRANSFERS)
+_OPEN_HOLDS = (
+    select(*_HOLD_COLUMNS)
+    .where(
+        _TRANSFERS.c.txn_id == bindparam("p_txn"),
+        _TRANSFERS.c.flag == "pending",
+        ~exists().where(_RESOLVED.c.pending_id == _TRANSFERS.c.transfer_id),
+    )
+    .order_by(_TRANSFERS.c.transfer_id)
+)
+_HOLDS_BY_ID = select(*_HOLD_COLUMNS, _TRANSFERS.c.flag).where(
+    _TRANSFERS.c.transfer_id.in_(bindparam("p_ids", expanding=True))
+)
+_AVAILABLE_EXPR = _ACCOUNTS.c.credits_posted - _ACCOUNTS.c.debits_posted - _ACCOUNTS.c.debits_pending
+_AVAILABLE = select(_AVAILABLE_EXPR).where(_ACCOUNTS.c.account_id == bindparam("p_account"))
+_MOVE = (
+    update(_ACCOUNTS)
+    .where(_ACCOUNTS.c.account_id == bindparam("p_account"))
+    .values(
+        debits_posted=_ACCOUNTS.c.debits_posted + bindparam("p_dp"),
+        credits_posted=_ACCOUNTS.c.credits_posted + bindparam("p_cp"),
+        debits_pending=_ACCOUNTS.c.debits_pending + bindparam("p_dh"),
+        credits_pending=_ACCOUNTS.c.credits_pending + bindparam("p_ch"),
+    )
+    .returning(_AVAILABLE_EXPR)
+)
 
 
 def cash(currency: str) -> str:
@@ -88,6 +134,7 @@ class Ledger:
     def __init__(self, session: Session, now: int) -> None:
         self.session = session
         self.now = now
+        self._moved: dict[str, int] = {}  # limited account -> its available amount after this ledger's writes
 
     # -- accounts -----------------------------------------------------------------------------------------
     def open_account(self, account_id: str, kind: str, currency: str, device_id: str | None = None) -> str:
@@ -119,7 +166,14 @@ class Ledger:
 
     # -- transactions -------------------------------------------------------------------------------------
     def exists(self, txn_id: str) -> bool:
-        return self.session.get(LedgerTxn, txn_id) is not None
+        return self._conn().execute(_TXN_EXISTS, {"p_txn": txn_id}).first() is not None
+
+    def _conn(self) -> Any:
+        """The session's connection, with the session's pending ORM changes written first (the Core statements
+        below must see them, as a flush would)."""
+        if self.session.new or self.session.dirty or self.session.deleted:
+            self.session.flush()
+        return self.session.connection()
 
     def post(
         self,
@@ -164,16 +218,22 @@ class Ledger:
         rolls the caller's database transaction back."""
         if not fresh and self.exists(txn_id):
             return False
-        self.session.add(LedgerTxn(txn_id=txn_id, kind=kind, order_id=order_id, created_at=self.now))
-        self.session.flush()  # the transaction row before its transfers (no ORM relationship orders them)
+        conn = self._conn()
+        conn.execute(
+            _INSERT_TXN, {"txn_id": txn_id, "kind": kind, "order_id": order_id, "created_at": self.now}
+        )
+        rows: list[dict[str, Any]] = []
         deltas: dict[str, list[int]] = {}
         for leg in legs:
-            self._add(txn_id, leg, "posted", None, deltas)
+            rows.append(self._add(txn_id, leg, "posted", None, deltas))
         for leg in holds:
-            self._add(txn_id, leg, "pending", None, deltas)
-        for flag, ids in (("post", post_holds), ("void", void_holds)):
+            rows.append(self._add(txn_id, leg, "pending", None, deltas))
+        for flag, ids in (("post", list(post_holds)), ("void", list(void_holds))):
+            if not ids:
+                continue
+            found = {h.transfer_id: h for h in conn.execute(_HOLDS_BY_ID, {"p_ids": ids})}
             for pending_id in ids:
-                hold = self.session.get(LedgerTransfer, pending_id)
+                hold = found.get(pending_id)
                 if hold is None or hold.flag != "pending":
                     raise ValueError(f"no hold {pending_id}")
                 leg = Leg(
@@ -183,35 +243,21 @@ class Ledger:
                     hold.amount,
                     hold.currency,
                 )
-                self._add(txn_id, leg, flag, pending_id, deltas)
-        self._apply(deltas)
+                rows.append(self._add(txn_id, leg, flag, pending_id, deltas))
+        self._apply(rows, deltas)
         return True
 
     def extend(self, txn_id: str, legs: Sequence[Leg]) -> None:
         """More posted legs for a transaction written earlier in this same database transaction."""
         deltas: dict[str, list[int]] = {}
-        for leg in legs:
-            self._add(txn_id, leg, "posted", None, deltas)
-        self._apply(deltas)
+        rows = [self._add(txn_id, leg, "posted", None, deltas) for leg in legs]
+        self._apply(rows, deltas)
 
     def _add(
         self, txn_id: str, leg: Leg, flag: str, pending_id: str | None, deltas: dict[str, list[int]]
-    ) -> None:
+    ) -> dict[str, Any]:
         if leg.amount <= 0:
             raise ValueError("a transfer moves a positive amount")
-        self.session.add(
-            LedgerTransfer(
-                transfer_id=leg.transfer_id,
-                txn_id=txn_id,
-                debit_account=leg.debit,
-                credit_account=leg.credit,
-                amount=leg.amount,
-                currency=leg.currency,
-                flag=flag,
-                pending_id=pending_id,
-                created_at=self.now,
-            )
-        )
         # (debits_posted, credits_posted, debits_pending, credits_pending) per limited account
         for account, side in ((leg.debit, 0), (leg.credit, 1)):
             if not is_limited(account):
@@ -223,37 +269,37 @@ class Ledger:
                 d[2 + side] += leg.amount
             if flag in ("post", "void"):
                 d[2 + side] -= leg.amount
+        return {
+            "transfer_id": leg.transfer_id,
+            "txn_id": txn_id,
+            "debit_account": leg.debit,
+            "credit_account": leg.credit,
+            "amount": leg.amount,
+            "currency": leg.currency,
+            "flag": flag,
+            "pending_id": pending_id,
+            "created_at": self.now,
+        }
 
-    def _apply(self, deltas: dict[str, list[int]]) -> None:
-        """Write the transfers, then move the limited accounts' totals; the CHECK refuses an overdraft."""
-        self.session.flush()  # a duplicate transfer or resolution fails here, as an IntegrityError
-        a = LedgerAccount
+    def _apply(self, rows: list[dict[str, Any]], deltas: dict[str, list[int]]) -> None:
+        """Write the transfers (one executemany), then move the limited accounts' totals; the CHECK refuses an
+        overdraft. A duplicate transfer or resolution fails here, as an IntegrityError."""
+        conn = self.session.connection()
+        if rows:
+            conn.execute(_INSERT_TRANSFER, rows)
         for account in sorted(deltas):
             dp, cp, dh, ch = deltas[account]
+            params = {"p_account": account, "p_dp": dp, "p_cp": cp, "p_dh": dh, "p_ch": ch}
             try:
-                self.session.execute(
-                    update(a)
-                    .where(a.account_id == account)
-                    .values(
-                        debits_posted=a.debits_posted + dp,
-                        credits_posted=a.credits_posted + cp,
-                        debits_pending=a.debits_pending + dh,
-                        credits_pending=a.credits_pending + ch,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
+                available = conn.execute(_MOVE, params).scalar_one()
             except IntegrityError as exc:
                 raise InsufficientFundsError(f"{account} would be overdrawn") from exc
+            self._moved[account] = int(available)
 
-    def open_holds(self, txn_id: str) -> list[LedgerTransfer]:
-        """The still-open pending transfers of transaction `txn_id`."""
-        resolved = aliased(LedgerTransfer)
-        query = select(LedgerTransfer).where(
-            LedgerTransfer.txn_id == txn_id,
-            LedgerTransfer.flag == "pending",
-            ~exists().where(resolved.pending_id == LedgerTransfer.transfer_id),
-        )
-        return list(self.session.scalars(query.order_by(LedgerTransfer.transfer_id)))
+    def open_holds(self, txn_id: str) -> list[Any]:
+        """The still-open pending transfers of transaction `txn_id` (rows: transfer_id, debit_account,
+        credit_account, amount, currency)."""
+        return list(self._conn().execute(_OPEN_HOLDS, {"p_txn": txn_id}))
 
     # -- balances -----------------------------------------------------------------------------------------
     def balances(
@@ -310,17 +356,18 @@ class Ledger:
         return self.available_or_none(account_id) or 0
 
     def available_or_none(self, account_id: str) -> int | None:
-        a = LedgerAccount
-        value = self.session.scalar(
-            select(a.credits_posted - a.debits_posted - a.debits_pending).where(a.account_id == account_id)
-        )
+        value = self._conn().execute(_AVAILABLE, {"p_account": account_id}).scalar()
         return None if value is None else int(value)
 
     def require_covered(self, account_ids: Iterable[str]) -> None:
         """Every liability listed still has balance − holds ≥ 0 (the CHECK constraint already holds it; this
-        says so in the service's words)."""
+        says so in the service's words). An account this ledger moved is judged by the amount its UPDATE
+        returned; any other is read."""
         for account in account_ids:
-            if self.available(account) < 0:
+            available = self._moved.get(account)
+            if available is None:
+                available = self.available(account)
+            if available < 0:
                 raise InsufficientFundsError(f"{account} would be overdrawn")
 
 

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from center.db.models import Item, Preview
+
+_ITEMS = Item.__table__
+assert isinstance(_ITEMS, Table)
+#: the catalog's version, built once: (max seq, removed count, last removal); compiled once per process
+_VERSION = select(
+    func.coalesce(func.max(_ITEMS.c.seq), 0),
+    func.count(_ITEMS.c.removed_at),
+    func.coalesce(func.max(_ITEMS.c.removed_at), 0),
+)
 
 
 class ItemRepository:
@@ -36,13 +45,7 @@ class ItemRepository:
 
     def version(self) -> tuple[int, ...]:
         """Changes whenever an item is added or removed (items are otherwise immutable)."""
-        row = self.session.execute(
-            select(
-                func.coalesce(func.max(Item.seq), 0),
-                func.count(Item.removed_at),
-                func.coalesce(func.max(Item.removed_at), 0),
-            )
-        ).one()
+        row = self.session.connection().execute(_VERSION).one()
         return (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0))
 
     def preview(self, item_id: str, n: int) -> Preview | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -53,6 +53,12 @@ class CenterSettings(BaseSettings):
     tls_key: Path | None = None
     issuer: str | None = Field(default=None, description="The center's URL, `iss` of what it signs")
     storefront_page_size: int = Field(default=50, ge=1, le=100)
+    sqlite_synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description="SQLite's synchronous pragma (WAL mode): full fsyncs every commit, so a receipt or order "
+        "handed out survives a power loss; normal survives application crashes but a power loss may undo "
+        "the last commits (docs/center-commerce.md, Durability)",
+    )
     # commerce (issue 11)
     ek_ca: Annotated[tuple[Path, ...], NoDecode] = Field(
         default=(),

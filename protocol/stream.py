@@ -54,6 +54,7 @@ __all__ = [
     "encrypt",
     "encrypt_file",
     "encrypt_iter",
+    "encrypt_segments",
     "plaintext_length",
     "read_range",
 ]
@@ -358,6 +359,35 @@ def encrypt_iter(
     for chunk in chunks:
         yield from enc._seal(chunk)
     yield enc.finalize()
+
+
+def encrypt_segments(
+    key: BytesLike, header: Header, plaintext_length: int, first: int, blocks: Iterable[BytesLike]
+) -> Iterator[bytes]:
+    """Segments `first`, `first + 1`, … of the stream with `header` over a plaintext of `plaintext_length`
+    bytes, one sealed segment per block of that plaintext given (segment i's block is plaintext[i*s :
+    (i+1)*s]), so any run of segments can be made without the ones before it (a server answering a Range).
+
+    Each block's length is checked against its index (ValueError, before sealing it), and the stream's last
+    segment gets the last flag. Joined after `header.build()` from segment 0 on, the output equals
+    `encrypt(plaintext, key, aead=header.aead, segment_size=header.segment_size, salt=header.salt)`.
+    """
+    key = _stream.check_key(key)
+    if plaintext_length < 0:
+        raise ValueError("plaintext_length must be >= 0")
+    size = header.segment_size
+    count = _segment_count(plaintext_length, size)
+    if not 0 <= first < count:
+        raise ValueError(f"segment {first} is outside the stream's {count} segments")
+    cipher = _stream.SegmentCipher(header.aead, key, header.build())
+    for index, block in enumerate(blocks, start=first):
+        if index >= count:
+            raise ValueError(f"segment {index} is outside the stream's {count} segments")
+        last = index == count - 1
+        expected = plaintext_length - index * size if last else size
+        if len(block) != expected:
+            raise ValueError(f"segment {index} needs {expected} plaintext bytes, got {len(block)}")
+        yield cipher.seal(index, last, block)
 
 
 def decrypt_iter(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,7 +53,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
     The database must already be migrated (`center serve` and `center db upgrade` do it).
     """
     keys = keys if keys is not None else load_or_create(settings.keys_dir, settings.issuer_url())
-    engine = make_engine(settings.sqlalchemy_url())
+    engine = make_engine(settings.sqlalchemy_url(), sqlite_synchronous=settings.sqlite_synchronous)
     blobs = LocalBlobStore(settings.blobs_dir)
     sessions = session_factory(engine)
     catalog = CatalogService(sessions, blobs, settings.data_dir / "tmp")
@@ -71,6 +72,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         SettlementService(commerce),
         StatementService(commerce),
         AdminService(commerce),
+        asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )
     if settings.allow_unattested:
         log.warning("--allow-unattested: EK certificate chains are NOT checked (tests and demos only)")

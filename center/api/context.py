@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from jinja2 import Environment
 from sqlalchemy import Engine
@@ -35,3 +36,6 @@ class CenterContext:
     settlement: SettlementService
     statements: StatementService
     admin: AdminService
+    #: SQLite only (one writer): the hot write routes queue here, first come first served, before they take a
+    #: worker thread (`center.api.deps.run_write`); None on PostgreSQL, whose row locks let writes overlap.
+    write_gate: asyncio.Lock | None = field(default=None)

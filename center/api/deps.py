@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -11,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from center.api.context import CenterContext
 from center.db import tx
 from center.errors import UnauthorizedError
+from center.sealing import token_hash
 from center.services.catalog import CatalogService
 from center.services.common import device_for_token
 
@@ -30,17 +33,21 @@ ContextDep = Annotated[CenterContext, Depends(get_context)]
 CatalogDep = Annotated[CatalogService, Depends(get_catalog)]
 
 
-async def get_device(
-    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> str:
-    """The device_id whose bearer token the request carries (401 unauthorized otherwise)."""
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
     if (
         credentials is None
         or credentials.scheme.lower() != "bearer"
         or not 20 <= len(credentials.credentials) <= 128
     ):
         raise UnauthorizedError("a device token is required: Authorization: Bearer <token>")
-    token = credentials.credentials
+    return credentials.credentials
+
+
+async def get_device(
+    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """The device_id whose bearer token the request carries (401 unauthorized otherwise)."""
+    token = _token(credentials)
 
     def lookup() -> str:
         with tx.read(context.commerce.sessions) as session:
@@ -49,4 +56,47 @@ async def get_device(
     return await run_in_threadpool(lookup)
 
 
+@dataclass(frozen=True)
+class TokenDevice:
+    """The token's device for a route whose service checks the token again inside its own transaction
+    (orders, payments): `token_hash` goes to the service, which compares it with the locked device row."""
+
+    device_id: str
+    token_hash: str
+
+
+async def get_token_device(
+    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> TokenDevice:
+    """Like `get_device`, but a token this process has seen is answered from `TokenHints` without a database
+    read (the service re-checks it under its lock); an unknown one is looked up (401 if no device has it)."""
+    token = _token(credentials)
+    digest = token_hash(token)
+    hints = context.commerce.tokens
+    device_id = hints.get(digest)
+    if device_id is None:
+
+        def lookup() -> str:
+            with tx.read(context.commerce.sessions) as session:
+                return device_for_token(session, token)
+
+        device_id = await run_in_threadpool(lookup)
+        hints.remember(digest, device_id)
+    return TokenDevice(device_id, digest)
+
+
+T = TypeVar("T")
+
+
+async def run_write(context: CenterContext, work: Callable[..., T], *args: object) -> T:
+    """Run a write service call in the thread pool; on SQLite after queueing (FIFO) at the app's write gate,
+    so waiting requests hold no worker thread and no thread sleeps in SQLite's busy handler. Scheduling only:
+    the database still serializes and checks every write (BEGIN IMMEDIATE)."""
+    if context.write_gate is None:
+        return await run_in_threadpool(work, *args)
+    async with context.write_gate:
+        return await run_in_threadpool(work, *args)
+
+
 DeviceDep = Annotated[str, Depends(get_device)]
+TokenDeviceDep = Annotated[TokenDevice, Depends(get_token_device)]

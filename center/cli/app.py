@@ -87,6 +87,14 @@ def serve(
     max_unpaid: Annotated[
         int | None, typer.Option("--max-unpaid", help="Unpaid deliveries before orders stop")
     ] = None,
+    sqlite_synchronous: Annotated[
+        str | None,
+        typer.Option(
+            "--sqlite-synchronous",
+            help="full (default: every commit survives a power loss) or normal (faster; a power loss may "
+            "undo the last commits)",
+        ),
+    ] = None,
 ) -> None:
     """Migrate the database, load (or create) the keys, and serve the center."""
     import uvicorn
@@ -106,6 +114,7 @@ def serve(
         allow_unattested=allow_unattested or None,
         welcome_credit=welcome_credit,
         max_unpaid=max_unpaid,
+        sqlite_synchronous=sqlite_synchronous,
     )
     host, port = settings.check_serving()
     settings.prepare_data_dir()
@@ -121,6 +130,8 @@ def serve(
         port=port,
         log_level="info",
         server_header=False,
+        loop="uvloop",  # libuv event loop and httptools' C parser, as the device service uses
+        http="httptools",
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
     )

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -213,3 +214,10 @@ class LedgerTransfer(Base):
         ForeignKey("ledger_transfers.transfer_id"), unique=True, default=None
     )
     created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table of a mapped class (for the prebuilt statements of the hot paths)."""
+    t = model.__table__
+    assert isinstance(t, Table)
+    return t

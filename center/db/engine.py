@@ -16,23 +16,32 @@ from center.errors import ConfigError, DatabaseUnavailableError
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    cur.close()
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; a bare `postgresql://` URL uses psycopg 3."""
+def _sqlite_pragmas(synchronous: str) -> Any:
+    def apply(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    return apply
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "full") -> Engine:
+    """An engine for `url`; a bare `postgresql://` URL uses psycopg 3. SQLite runs in WAL mode with
+    `synchronous=FULL` unless told `normal` (CenterSettings.sqlite_synchronous: durability on power loss)."""
+    if sqlite_synchronous not in SYNCHRONOUS:
+        raise ConfigError(f"sqlite synchronous must be one of {sorted(SYNCHRONOUS)}")
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_pragmas(sqlite_synchronous))
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError) as exc:

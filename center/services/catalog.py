@@ -66,6 +66,15 @@ def parse_price(amount: str | int, currency: str) -> Money:
 
 
 @dataclass(frozen=True)
+class Listing:
+    """A catalog page rendered once (`ItemList` as JSON) with its strong ETag (SHA-256 of the bytes)."""
+
+    page: ItemList
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
 class PreviewBlob:
     """What the preview route needs to serve a preview."""
 
@@ -146,7 +155,7 @@ class CatalogService:
         self._blobs = blobs
         self._work_dir = work_dir
         self._clock = clock
-        self._pages: dict[tuple[int, int], tuple[tuple[int, ...], ItemList]] = {}
+        self._pages: dict[tuple[int, int], tuple[tuple[int, ...], Listing]] = {}
         self._lock = threading.Lock()
 
     # -- registration (CLI only) ---------------------------------------------------------------------------
@@ -286,8 +295,13 @@ class CatalogService:
     # -- browsing (public) ---------------------------------------------------------------------------------
 
     def list_items(self, limit: int = 50, cursor: str | None = None) -> ItemList:
-        """A page of the catalog. Pages are cached per catalog version (one cheap query decides whether an
-        item was added or removed since, by any process), so a busy storefront does not rebuild them."""
+        """A page of the catalog (see `listing`)."""
+        return self.listing(limit, cursor).page
+
+    def listing(self, limit: int = 50, cursor: str | None = None) -> Listing:
+        """A page of the catalog, rendered once per catalog version: one cheap query (a prebuilt Core
+        statement) decides whether an item was added or removed since, by any process; otherwise the page's
+        JSON bytes and ETag are answered from memory."""
         after = 0
         if cursor is not None:
             if not CURSOR.match(cursor):
@@ -306,11 +320,13 @@ class CatalogService:
         except SQLAlchemyError as exc:
             raise DatabaseUnavailableError("the catalog is unavailable") from exc
         page = ItemList(items=items, next_cursor=next_cursor)
+        body = page.model_dump_json().encode()
+        listing = Listing(page, body, '"' + hashlib.sha256(body).hexdigest() + '"')
         with self._lock:
             if len(self._pages) >= PAGE_CACHE_SIZE:
                 self._pages.pop(next(iter(self._pages)))
-            self._pages[(after, limit)] = (version, page)
-        return page
+            self._pages[(after, limit)] = (version, listing)
+        return listing
 
     def get_item(self, item_id: str) -> ItemDetail:
         try:

@@ -4,16 +4,17 @@ lookups and locks that serialize a device's money operations (center.db.tx)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.blobs import BlobStore
-from center.db.commerce import Device
+from center.db.commerce import Device, table
 from center.errors import DeviceRevokedError, DeviceSuspectError, NotFoundError, UnauthorizedError
 from center.keys import CenterKeys
 from center.sealing import token_hash
@@ -26,6 +27,37 @@ def wall_clock() -> int:
     return int(time.time())
 
 
+TOKEN_HINTS = 4096
+
+
+class TokenHints:
+    """device token hash → device_id, remembered in this process for the order and payment routes, so they
+    need no read transaction of their own before their write transaction.
+
+    A hint, never an authorization: another process may have replaced or cleared the token since (a
+    re-enrollment, `center device reset`), so every service given a hint compares the token hash with the
+    device row inside its own transaction (`check_token`) and answers 401 unauthorized (and forgets the hint)
+    when they differ. Unknown tokens are never remembered."""
+
+    def __init__(self, size: int = TOKEN_HINTS) -> None:
+        self._size = size
+        self._map: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> str | None:
+        return self._map.get(digest)
+
+    def remember(self, digest: str, device_id: str) -> None:
+        with self._lock:
+            if len(self._map) >= self._size:
+                self._map.pop(next(iter(self._map)))
+            self._map[digest] = device_id
+
+    def forget(self, digest: str) -> None:
+        with self._lock:
+            self._map.pop(digest, None)
+
+
 @dataclass(frozen=True)
 class Commerce:
     """Built once per process (the app, or a CLI command)."""
@@ -35,6 +67,7 @@ class Commerce:
     settings: CenterSettings
     blobs: BlobStore
     clock: Callable[[], int] = field(default=wall_clock)
+    tokens: TokenHints = field(default_factory=TokenHints)
 
     def now(self) -> int:
         return self.clock()
@@ -49,6 +82,40 @@ class Commerce:
 
 def canonical(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+_DEVICES = table(Device)
+#: The device row for a money operation, locked for its transaction (FOR UPDATE on PostgreSQL; on SQLite the
+#: transaction already holds the database's write lock: BEGIN IMMEDIATE).
+DEVICE_FOR_UPDATE = (
+    select(
+        _DEVICES.c.device_id,
+        _DEVICES.c.state,
+        _DEVICES.c.state_reason,
+        _DEVICES.c.kem_jwk,
+        _DEVICES.c.payment_jwk,
+        _DEVICES.c.aead,
+        _DEVICES.c.token_hash,
+    )
+    .where(_DEVICES.c.device_id == bindparam("p_device"))
+    .with_for_update()
+)
+
+
+def check_token(commerce: Commerce, device: Any, digest: str | None) -> None:
+    """Inside the transaction that locked `device`: the request's token (its hash, from `TokenHints`) must
+    still be this device's; otherwise 401 and the hint is forgotten."""
+    if digest is not None and device.token_hash != digest:
+        commerce.tokens.forget(digest)
+        raise UnauthorizedError("no valid device token")
+
+
+def require_state(device: Any) -> None:
+    """`require_active` for a device row read with `DEVICE_FOR_UPDATE`."""
+    if device.state == "revoked":
+        raise DeviceRevokedError(f"device {device.device_id} is revoked")
+    if device.state == "suspect":
+        raise DeviceSuspectError(f"device {device.device_id} is suspect: {device.state_reason}")
 
 
 def lock_device(session: Session, device_id: str) -> Device | None:
@@ -66,10 +133,7 @@ def require_device(session: Session, device_id: str, *, lock: bool = True) -> De
 
 def require_active(device: Device) -> None:
     """Orders and credits stop for a revoked or suspect device (payments still settle)."""
-    if device.state == "revoked":
-        raise DeviceRevokedError(f"device {device.device_id} is revoked")
-    if device.state == "suspect":
-        raise DeviceSuspectError(f"device {device.device_id} is suspect: {device.state_reason}")
+    require_state(device)
 
 
 def device_for_token(session: Session, token: str) -> str:

@@ -16,7 +16,6 @@ from center.blobs import BlobStore
 from center.db.commerce import OrderRow
 from center.sealing import open_sealed
 from protocol import stream
-from protocol._stream import SegmentCipher  # the segment AEAD of protocol.stream; see docs/center-commerce.md
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,10 @@ class Delivery:
         count = max(1, -(-total // size))
         first = max(0, start - stream.HEADER_SIZE) // block
         last = min(count - 1, (end - 1 - stream.HEADER_SIZE) // block)
-        cipher = SegmentCipher(self.order.aead, self.key, header)
         plain = self._plaintext(blobs, first * size, min(total, (last + 1) * size))
-        for index in range(first, last + 1):
+        sealed_segments = stream.encrypt_segments(self.key, self.header, total, first, plain)
+        for index, sealed in enumerate(sealed_segments, start=first):
             seg_start = stream.HEADER_SIZE + index * block
-            sealed = cipher.seal(index, index == count - 1, next(plain))
             lo, hi = max(start - seg_start, 0), min(end - seg_start, len(sealed))
             yield sealed if lo == 0 and hi == len(sealed) else sealed[lo:hi]
 

@@ -16,15 +16,16 @@ import hashlib
 import json
 import os
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from center import ledger
 from center.db import tx
-from center.db.commerce import CreditRow, Device, OrderRow
+from center.db.commerce import CreditRow, LedgerAccount, OrderRow, table
 from center.db.models import Item
 from center.errors import (
     ConflictError,
@@ -36,7 +37,14 @@ from center.errors import (
     WrongDeviceError,
 )
 from center.sealing import seal
-from center.services.common import Commerce, canonical, require_active, require_device
+from center.services.common import (
+    DEVICE_FOR_UPDATE,
+    Commerce,
+    canonical,
+    check_token,
+    require_device,
+    require_state,
+)
 from protocol import hpke, pricing, stream
 from protocol.b64 import b64url_encode
 from protocol.center_api import OrderAnswer, OrderRequest, OrderState, OrderStatus
@@ -48,6 +56,69 @@ from protocol.pricing import Coupon, Debit, Purses, Ticket
 
 SEGMENT_SIZE = stream.DEFAULT_SEGMENT_SIZE
 
+# The order's statements, built once (SQLAlchemy Core; compiled once per process by its statement cache).
+_ORDERS = table(OrderRow)
+_ITEMS = table(Item)
+_CREDITS = table(CreditRow)
+_ACCOUNTS = table(LedgerAccount)
+_BY_KEY = select(
+    _ORDERS.c.order_id,
+    _ORDERS.c.request_hash,
+    _ORDERS.c.order_jws,
+    _ORDERS.c.content_length,
+    _ORDERS.c.segment_size,
+    _ORDERS.c.exp,
+).where(_ORDERS.c.device_id == bindparam("p_device"), _ORDERS.c.idempotency_key == bindparam("p_key"))
+_ITEM = select(
+    _ITEMS.c.item_id,
+    _ITEMS.c.price_amount,
+    _ITEMS.c.currency,
+    _ITEMS.c.content_sha256,
+    _ITEMS.c.content_length,
+).where(_ITEMS.c.item_id == bindparam("p_item"), _ITEMS.c.removed_at.is_(None))
+_WALLET_AVAILABLE = (
+    select(_ACCOUNTS.c.credits_posted - _ACCOUNTS.c.debits_posted - _ACCOUNTS.c.debits_pending)
+    .where(_ACCOUNTS.c.account_id == bindparam("p_wallet"))
+    .scalar_subquery()
+)
+#: (orders expired undelivered with their holds still open, unpaid deliveries, the wallet's available amount)
+_DEVICE_STATE = select(
+    func.count().filter(_ORDERS.c.delivered_at.is_(None), _ORDERS.c.released_at.is_(None)),
+    func.count().filter(_ORDERS.c.delivered_at.is_not(None)),
+    _WALLET_AVAILABLE,
+).where(
+    _ORDERS.c.device_id == bindparam("p_device"),
+    _ORDERS.c.paid_at.is_(None),
+    _ORDERS.c.exp <= bindparam("p_now"),
+)
+_UNSPENT = select(
+    _CREDITS.c.credit_id, _CREDITS.c.kind, _CREDITS.c.item_id, _CREDITS.c.currency, _CREDITS.c.exp
+).where(
+    _CREDITS.c.device_id == bindparam("p_device"),
+    _CREDITS.c.redeemed_at.is_not(None),
+    _CREDITS.c.held_by.is_(None),
+    _CREDITS.c.spent_by.is_(None),
+    _CREDITS.c.exp > bindparam("p_now"),
+    _CREDITS.c.kind.in_(("coupon", "ticket")),
+)
+_INSERT_ORDER = insert(_ORDERS)
+_HOLD_CREDITS = (
+    update(_CREDITS)
+    .where(_CREDITS.c.credit_id.in_(bindparam("p_ids", expanding=True)))
+    .values(held_by=bindparam("p_order"))
+)
+
+
+@dataclass(frozen=True)
+class OrderAnswerRow:
+    """What `answer` reads from an order."""
+
+    order_id: str
+    order_jws: str
+    content_length: int
+    segment_size: int
+    exp: int
+
 
 def order_state(order: OrderRow, now: int) -> OrderState:
     if order.paid_at is not None:
@@ -57,7 +128,9 @@ def order_state(order: OrderRow, now: int) -> OrderState:
     return "unpaid-delivery" if order.delivered_at is not None else "expired"
 
 
-def answer(order: OrderRow) -> OrderAnswer:
+def answer(order: Any) -> OrderAnswer:
+    """The answer for an order (an `OrderRow`, or a row with its order_id, order_jws, content_length,
+    segment_size and exp)."""
     return OrderAnswer(
         order_id=order.order_id,
         order=order.order_jws,
@@ -103,16 +176,8 @@ def purses(
     """The device's purses as the center's ledger has them: what an order may still hold (`wallet`: the
     wallet's available amount when the caller has just read it)."""
     wallet = book.available(ledger.wallet(device_id, currency)) if wallet is None else wallet
-    unspent = select(CreditRow).where(
-        CreditRow.device_id == device_id,
-        CreditRow.redeemed_at.is_not(None),
-        CreditRow.held_by.is_(None),
-        CreditRow.spent_by.is_(None),
-        CreditRow.exp > now,
-        CreditRow.kind.in_(("coupon", "ticket")),
-    )
     coupons, tickets = [], []
-    for credit in session.scalars(unspent):
+    for credit in session.connection().execute(_UNSPENT, {"p_device": device_id, "p_now": now}):
         if credit.kind == "ticket" and credit.item_id:
             tickets.append(Ticket(credit_id=credit.credit_id, item_id=credit.item_id, exp=credit.exp))
         elif credit.kind == "coupon" and credit.currency:
@@ -128,64 +193,57 @@ class OrderService:
         self.c = commerce
 
     def create(
-        self, request: OrderRequest, token_device: str, idempotency_key: str
+        self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None = None
     ) -> tuple[OrderAnswer, bool]:
-        """The order for this request; True when it was made now (False: answered again by its key)."""
+        """The order for this request; True when it was made now (False: answered again by its key).
+        `token_hash`: the request's token when the route took the device from `TokenHints`; checked here
+        against the locked device row."""
         if request.device_id != token_device:
             raise WrongDeviceError("the order names another device than the token's")
         request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
         try:
             with tx.write(self.c.sessions) as session:
-                device = require_device(session, request.device_id)
-                existing = session.scalars(
-                    select(OrderRow).where(
-                        OrderRow.device_id == device.device_id, OrderRow.idempotency_key == idempotency_key
-                    )
+                conn = session.connection()
+                device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": request.device_id}).one_or_none()
+                if device is None:
+                    raise NotFoundError(f"no device {request.device_id}")
+                check_token(self.c, device, token_hash)
+                existing = conn.execute(
+                    _BY_KEY, {"p_device": device.device_id, "p_key": idempotency_key}
                 ).one_or_none()
                 if existing is not None:
                     if existing.request_hash != request_hash:
                         raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
                     return answer(existing), False
-                require_active(device)
-                item = session.execute(
-                    select(
-                        Item.item_id,
-                        Item.price_amount,
-                        Item.currency,
-                        Item.content_sha256,
-                        Item.content_length,
-                    ).where(Item.item_id == request.item_id, Item.removed_at.is_(None))
-                ).one_or_none()
+                require_state(device)
+                item = conn.execute(_ITEM, {"p_item": request.item_id}).one_or_none()
                 if item is None:
                     raise ItemNotFoundError(request.item_id)
-                order = self._place(session, device, item, idempotency_key, request_hash)
-                return answer(order), True
+                return self._place(session, device, item, idempotency_key, request_hash), True
         except IntegrityError as exc:
             raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
 
-    def _place(self, session: Session, device: Device, item: Any, key: str, request_hash: str) -> OrderRow:
+    def _place(self, session: Session, device: Any, item: Any, key: str, request_hash: str) -> OrderAnswer:
         now = self.c.now()
+        conn = session.connection()
         book = ledger.Ledger(session, now)
-        stale, unpaid = session.execute(
-            select(
-                func.count().filter(OrderRow.delivered_at.is_(None), OrderRow.released_at.is_(None)),
-                func.count().filter(OrderRow.delivered_at.is_not(None)),
-            ).where(OrderRow.device_id == device.device_id, OrderRow.paid_at.is_(None), OrderRow.exp <= now)
+        wallet = ledger.wallet(device.device_id, item.currency)
+        stale, unpaid, available = conn.execute(
+            _DEVICE_STATE, {"p_device": device.device_id, "p_now": now, "p_wallet": wallet}
         ).one()
         if stale:
             self.release_expired(session, book, device.device_id, now)
+            available = book.available_or_none(wallet)
         if unpaid > self.c.settings.max_unpaid:
             raise UnpaidLimitError(f"{unpaid} unpaid deliveries (the limit is {self.c.settings.max_unpaid})")
         price = Money(amount=item.price_amount, currency=item.currency)
         book.open_house_accounts(price.currency)
-        wallet = ledger.wallet(device.device_id, price.currency)
-        available = book.available_or_none(wallet)
         if available is None:
             book.open_account(wallet, "wallet", price.currency, device.device_id)
         try:
             debits = pricing.debits(
                 price,
-                purses(session, book, device.device_id, price.currency, now, available or 0),
+                purses(session, book, device.device_id, price.currency, now, int(available or 0)),
                 item.item_id,
             )
         except PricingShortfall as exc:
@@ -212,28 +270,35 @@ class OrderService:
                 exp=exp,
             )
         )
-        order = OrderRow(
-            order_id=order_id,
-            device_id=device.device_id,
-            idempotency_key=key,
-            request_hash=request_hash,
-            item_id=item.item_id,
-            blob_sha256=item.content_sha256,
-            price_amount=price.amount,
-            currency=price.currency,
-            content_length=item.content_length,
-            aead=device.aead,
-            segment_size=SEGMENT_SIZE,
-            sealed_secret=seal(self.c.keys.data_key, ke + salt, order_id.encode()),
-            payer_jwk=device.payment_jwk,
-            order_jws=token,
-            order_hash=message_hash(token),
-            planned_debits=json.dumps([d.model_dump() for d in debits]),
-            iat=now,
-            exp=exp,
-        )
-        session.add(order)
-        session.flush()
+        row = {
+            "order_id": order_id,
+            "device_id": device.device_id,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "item_id": item.item_id,
+            "blob_sha256": item.content_sha256,
+            "price_amount": price.amount,
+            "currency": price.currency,
+            "content_length": item.content_length,
+            "aead": device.aead,
+            "segment_size": SEGMENT_SIZE,
+            "sealed_secret": seal(self.c.keys.data_key, ke + salt, order_id.encode()),
+            "payer_jwk": device.payment_jwk,
+            "order_jws": token,
+            "order_hash": message_hash(token),
+            "planned_debits": json.dumps([d.model_dump() for d in debits]),
+            "iat": now,
+            "exp": exp,
+            "delivered_at": None,
+            "paid_at": None,
+            "released_at": None,
+            "counter": None,
+            "payment_hash": None,
+            "paid_debits": None,
+            "receipt_jws": None,
+        }
+        conn.execute(_INSERT_ORDER, row)
+        # the wallet's and coupons' CHECK constraint refuses an overdraft while the holds are written
         book.post(
             f"hold:{order_id}",  # a fresh order id: no earlier transaction can have it
             "hold",
@@ -242,14 +307,12 @@ class OrderService:
             order_id=order_id,
             fresh=True,
         )
-        for debit in debits:
-            if debit.credit_id is not None:
-                credit = session.get(CreditRow, debit.credit_id)
-                assert credit is not None
-                credit.held_by = order_id
-        # the wallet's and coupons' CHECK constraint refused an overdraft while the holds were written
-        session.flush()
-        return order
+        credit_ids = [d.credit_id for d in debits if d.credit_id is not None]
+        if credit_ids:
+            conn.execute(_HOLD_CREDITS, {"p_ids": credit_ids, "p_order": order_id})
+        return answer(
+            OrderAnswerRow(order_id, token, item.content_length, SEGMENT_SIZE, exp)  # the row just written
+        )
 
     @staticmethod
     def release_expired(session: Session, book: ledger.Ledger, device_id: str, now: int) -> None:

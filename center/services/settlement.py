@@ -16,14 +16,17 @@ order the center issued settles whenever it arrives.
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from center import ledger
 from center.db import tx
-from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter
+from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter, table
 from center.errors import (
     ConflictError,
     InvalidPaymentError,
@@ -31,7 +34,7 @@ from center.errors import (
     NotFoundError,
     WrongDeviceError,
 )
-from center.services.common import Commerce, require_device
+from center.services.common import DEVICE_FOR_UPDATE, Commerce, check_token
 from center.services.orders import hold_legs
 from protocol import hpke, jws
 from protocol.b64 import b64url_decode
@@ -47,7 +50,64 @@ class OrderSettledError(ConflictError):
     slug = "order-settled"
 
 
-def _stored_answer(order: OrderRow) -> PaymentAnswer:
+# The payment's statements, built once (SQLAlchemy Core; compiled once per process by its statement cache).
+_ORDERS = table(OrderRow)
+_DEVICES = table(Device)
+_COUNTERS = table(PaymentCounter)
+_ORDER_COLUMNS = (
+    _ORDERS.c.order_id,
+    _ORDERS.c.device_id,
+    _ORDERS.c.item_id,
+    _ORDERS.c.price_amount,
+    _ORDERS.c.currency,
+    _ORDERS.c.payer_jwk,
+    _ORDERS.c.order_hash,
+    _ORDERS.c.planned_debits,
+    _ORDERS.c.paid_at,
+    _ORDERS.c.payment_hash,
+    _ORDERS.c.paid_debits,
+    _ORDERS.c.receipt_jws,
+)
+#: the order and the token hash of its device, read before any lock (the checks that need no lock)
+_FOR_PAYMENT = (
+    select(*_ORDER_COLUMNS, _DEVICES.c.token_hash)
+    .select_from(_ORDERS.join(_DEVICES, _DEVICES.c.device_id == _ORDERS.c.device_id))
+    .where(_ORDERS.c.order_id == bindparam("p_order"))
+)
+_ORDER_FOR_UPDATE = (
+    select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")).with_for_update()
+)
+_COUNTER_VALUES: dict[str, Any] = {
+    "device_id": bindparam("p_device"),
+    "counter": bindparam("p_counter"),
+    "order_id": bindparam("p_order"),
+}
+_NEW_COUNTER = {
+    "sqlite": sqlite_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
+    "postgresql": pg_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
+}
+_COUNTER_ORDER = select(_COUNTERS.c.order_id).where(
+    _COUNTERS.c.device_id == bindparam("p_device"), _COUNTERS.c.counter == bindparam("p_counter")
+)
+_MARK_SUSPECT = (
+    update(_DEVICES)
+    .where(_DEVICES.c.device_id == bindparam("p_device"))
+    .values(state="suspect", state_reason=bindparam("p_reason"), updated_at=bindparam("p_now"))
+)
+_MARK_PAID = (
+    update(_ORDERS)
+    .where(_ORDERS.c.order_id == bindparam("p_order"))
+    .values(
+        paid_at=bindparam("p_now"),
+        counter=bindparam("p_counter"),
+        payment_hash=bindparam("p_hash"),
+        paid_debits=bindparam("p_debits"),
+        receipt_jws=bindparam("p_receipt"),
+    )
+)
+
+
+def _stored_answer(order: Any) -> PaymentAnswer:
     assert order.receipt_jws is not None
     assert order.payment_hash is not None
     debits = tuple(Debit.model_validate(d) for d in json.loads(order.paid_debits or "[]"))
@@ -60,12 +120,16 @@ class SettlementService:
     def __init__(self, commerce: Commerce) -> None:
         self.c = commerce
 
-    def pay(self, order_id: str, sealed_b64: str, token_device: str) -> PaymentAnswer:
-        token, payment, order = self._verify(order_id, sealed_b64, token_device)
+    def pay(
+        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None = None
+    ) -> PaymentAnswer:
+        """Settle; `token_hash`: the request's token when the route took the device from `TokenHints` (checked
+        here against the device row)."""
+        token, payment, order = self._verify(order_id, sealed_b64, token_device, token_hash)
         payment_hash = message_hash(token)
         try:
             with tx.write(self.c.sessions) as session:
-                return self._settle(session, order_id, token_device, payment, payment_hash)
+                return self._settle(session, order_id, token_device, payment, payment_hash, token_hash)
         except IntegrityError:
             # only a broken invariant gets here (the device lock serializes settlements): the stored answer
             with tx.read(self.c.sessions) as session:
@@ -75,11 +139,14 @@ class SettlementService:
             raise
 
     # -- checks without a lock ------------------------------------------------------------------------------
-    def _verify(self, order_id: str, sealed_b64: str, token_device: str) -> tuple[str, Payment, OrderRow]:
+    def _verify(
+        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None
+    ) -> tuple[str, Payment, Any]:
         with tx.read(self.c.sessions) as session:
-            order = session.get(OrderRow, order_id)
-            if order is None or order.device_id != token_device:
-                raise NotFoundError(f"no order {order_id}")
+            order = session.connection().execute(_FOR_PAYMENT, {"p_order": order_id}).one_or_none()
+        if order is None or order.device_id != token_device:
+            raise NotFoundError(f"no order {order_id}")
+        check_token(self.c, order, token_hash)
         try:
             sealed = b64url_decode(sealed_b64)
             token = hpke.open(self.c.keys.payment, sealed, info=hpke.payment_info(order_id)).decode("ascii")
@@ -107,16 +174,26 @@ class SettlementService:
 
     # -- the transaction ------------------------------------------------------------------------------------
     def _settle(
-        self, session: Session, order_id: str, device_id: str, payment: Payment, payment_hash: str
+        self,
+        session: Session,
+        order_id: str,
+        device_id: str,
+        payment: Payment,
+        payment_hash: str,
+        token_hash: str | None,
     ) -> PaymentAnswer:
-        device = require_device(session, device_id)
-        order = session.scalars(select(OrderRow).where(OrderRow.order_id == order_id).with_for_update()).one()
+        conn = session.connection()
+        device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": device_id}).one_or_none()
+        if device is None:
+            raise NotFoundError(f"no device {device_id}")
+        check_token(self.c, device, token_hash)
+        order = conn.execute(_ORDER_FOR_UPDATE, {"p_order": order_id}).one()
         if order.paid_at is not None:
             if order.payment_hash == payment_hash:
                 return _stored_answer(order)
             raise OrderSettledError("the order is already paid by another payment")
         now = self.c.now()
-        self._check_counter(session, device, payment, order_id, now)
+        self._check_counter(conn, device, payment, order_id, now)
         price = Money(amount=order.price_amount, currency=order.currency)
         credits = self._credits(session, order, payment)
         book = ledger.Ledger(session, now)
@@ -150,8 +227,10 @@ class SettlementService:
             credit.spent_by, credit.held_by = order_id, None
         if forfeits:
             book.extend(txn, forfeits)
-        for credit in session.scalars(select(CreditRow).where(CreditRow.held_by == order_id)):
-            credit.held_by = None  # planned but not used by the device's payment: free again
+        if any(d.get("credit_id") for d in json.loads(order.planned_debits)):
+            # only credits the order planned can be held by it
+            for credit in session.scalars(select(CreditRow).where(CreditRow.held_by == order_id)):
+                credit.held_by = None  # planned but not used by the device's payment: free again
         covered = [ledger.wallet(device_id, price.currency)] + [
             ledger.coupon(c.credit_id) for c in credits if c.kind == "coupon"
         ]
@@ -161,26 +240,36 @@ class SettlementService:
                 iss=self.c.issuer, iat=now, order_id=order_id, device_id=device_id, payment_hash=payment_hash
             )
         )
-        order.paid_at, order.counter, order.payment_hash = now, payment.counter, payment_hash
-        order.paid_debits = json.dumps([d.model_dump() for d in payment.debits])
-        order.receipt_jws = receipt
+        conn.execute(
+            _MARK_PAID,
+            {
+                "p_order": order_id,
+                "p_now": now,
+                "p_counter": payment.counter,
+                "p_hash": payment_hash,
+                "p_debits": json.dumps([d.model_dump() for d in payment.debits]),
+                "p_receipt": receipt,
+            },
+        )
         session.flush()
-        return _stored_answer(order)
+        return PaymentAnswer(
+            order_id=order_id, receipt=receipt, payment_hash=payment_hash, debits=payment.debits
+        )
 
     @staticmethod
-    def _check_counter(session: Session, device: Device, payment: Payment, order_id: str, now: int) -> None:
-        seen = session.get(PaymentCounter, (device.device_id, payment.counter))
-        if seen is None:
-            session.add(
-                PaymentCounter(device_id=device.device_id, counter=payment.counter, order_id=order_id)
-            )
-        elif seen.order_id != order_id and device.state != "revoked":
-            device.state = "suspect"
-            device.state_reason = f"state counter {payment.counter} paid {seen.order_id} and {order_id}"
-            device.updated_at = now
+    def _check_counter(conn: Any, device: Any, payment: Payment, order_id: str, now: int) -> None:
+        """Record which order this state counter paid; one seen before for another order marks the device
+        suspect (a clone or a rollback)."""
+        params = {"p_device": device.device_id, "p_counter": payment.counter, "p_order": order_id}
+        if conn.execute(_NEW_COUNTER[conn.dialect.name], params).rowcount == 1:
+            return
+        seen = conn.execute(_COUNTER_ORDER, params).scalar_one()
+        if seen != order_id and device.state != "revoked":
+            reason = f"state counter {payment.counter} paid {seen} and {order_id}"
+            conn.execute(_MARK_SUSPECT, {"p_device": device.device_id, "p_reason": reason, "p_now": now})
 
     @staticmethod
-    def _credits(session: Session, order: OrderRow, payment: Payment) -> list[CreditRow]:
+    def _credits(session: Session, order: Any, payment: Payment) -> list[CreditRow]:
         """The coupons and tickets the payment spends, each checked to be this device's, unspent, and
         unexpired at the payment's `iat` (the device's time floor when it paid)."""
         found = []
@@ -206,7 +295,7 @@ class SettlementService:
         return found
 
 
-def _legs(order: OrderRow, price: Money, debits: tuple[Debit, ...], prefix: str = "") -> list[ledger.Leg]:
+def _legs(order: Any, price: Money, debits: tuple[Debit, ...], prefix: str = "") -> list[ledger.Leg]:
     legs = hold_legs(order.order_id, order.device_id, price, debits)
     if not prefix:
         return legs

@@ -183,3 +183,30 @@ def test_cached_pages_follow_the_catalog(client: AppClient, catalog: CatalogServ
     catalog.remove_item(first)
     assert [i["item_id"] for i in client.get("/v1/items").json()["items"]] == [second]
     assert "One" not in client.get("/").text
+
+
+def test_item_pages_carry_an_etag_that_follows_the_catalog(
+    client: AppClient, catalog: CatalogService, media: Media
+) -> None:
+    """`GET /v1/items` is rendered once per catalog version: a strong ETag over the bytes, 304 for a matching
+    If-None-Match, a new ETag (and a 200) after another process adds or removes an item."""
+    first = add(catalog, media.text, title="One")
+    r = client.get("/v1/items")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/json"
+    etag = r.headers["etag"]
+    assert etag == '"' + hashlib.sha256(r.content).hexdigest() + '"'
+    assert ItemList.model_validate_json(r.content).items[0].item_id == first
+    again = client.get("/v1/items", headers={"If-None-Match": f'"other", {etag}'})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert client.get("/v1/items", headers={"If-None-Match": '"other"'}).status_code == 200
+    assert client.get("/v1/items", params={"limit": 1}).headers["etag"] == etag  # same items, same bytes
+    second = add(catalog, media.text, title="Two")
+    r = client.get("/v1/items", headers={"If-None-Match": etag})
+    assert r.status_code == 200
+    assert r.headers["etag"] != etag
+    assert [i["item_id"] for i in r.json()["items"]] == [first, second]
+    catalog.remove_item(second)
+    assert client.get("/v1/items", headers={"If-None-Match": etag}).status_code == 304  # the first page again

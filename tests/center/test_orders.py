@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from center import ledger
+from center.db import tx
+from center.db.commerce import Device
+from center.sealing import token_hash
 from center.services.catalog import CatalogService
 from center.settings import CenterSettings
 from protocol import stream
@@ -352,4 +355,39 @@ def test_unpaid_limit_and_expired_holds(center: Center, item: str, settings: Cen
     assert center.balance(ledger.wallet(device.device_id, "JPY")) == 6 * PRICE
     status = center.client.get(f"/v1/orders/{undelivered['order_id']}", headers=device.headers).json()
     assert status["state"] == "expired"
+    assert center.report()["checks"]["ok"]
+
+
+def test_a_replaced_token_stops_at_once_in_a_process_that_remembered_it(
+    center: Center, settings: CenterSettings, item: str
+) -> None:
+    """The order and payment routes remember token → device per process (TokenHints); another process
+    replacing the token (re-enrollment) or clearing it (`center device reset`) must stop it at once: the
+    service compares the token with the locked device row."""
+    device = center.device()
+    center.fund(device, 10 * PRICE)
+    r = center.order(device, item)  # this process now remembers the token
+    assert r.status_code == 201, r.text
+    order_id, sealed = r.json()["order_id"], device.payment(center.commerce, r.json()["order"])
+    other = Center(settings)  # another server process on the same database
+
+    def set_token_hash(value: str | None) -> None:
+        with tx.write(other.commerce.sessions) as session:
+            row = session.get(Device, device.device_id)
+            assert row is not None
+            row.token_hash = value
+
+    set_token_hash(token_hash("a-fresh-token-of-a-re-enrollment"))
+    before = center.ledger_state()
+    problem(center.pay(device, order_id, sealed), "unauthorized", 401)  # from the remembered token
+    problem(center.order(device, item), "unauthorized", 401)  # forgotten: looked up, unknown
+    set_token_hash(token_hash(device.token))
+    assert center.order(device, item, key="remembered-again").status_code == 201
+    other.app.state.center.admin.reset(device.device_id)  # clears the token
+    before = center.ledger_state()
+    r = center.order(device, item)
+    problem(r, "unauthorized", 401)
+    assert r.headers["www-authenticate"] == "Bearer"
+    problem(center.pay(device, order_id, sealed), "unauthorized", 401)
+    assert center.ledger_state() == before
     assert center.report()["checks"]["ok"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -45,3 +46,25 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: object) 
     s = CenterSettings()
     assert str(s.data_dir) == "/srv/coffer"
     assert s.listen == "127.0.0.1:1234"
+
+
+def test_sqlite_commits_are_durable_unless_told_otherwise(
+    make_settings: Callable[..., CenterSettings], tmp_path: Path
+) -> None:
+    """WAL with synchronous=FULL by default (a commit survives a power loss); `normal` only when asked."""
+    from sqlalchemy import text
+
+    from center.db.engine import make_engine
+
+    default = make_settings()
+    assert default.sqlite_synchronous == "full"
+    for choice, level in (("full", 2), ("normal", 1)):
+        engine = make_engine(f"sqlite:///{tmp_path / (choice + '.db')}", sqlite_synchronous=choice)
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == level
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        engine.dispose()
+    with pytest.raises(ValidationError):
+        make_settings(sqlite_synchronous="off")
+    with pytest.raises(ConfigError, match="synchronous"):
+        make_engine(f"sqlite:///{tmp_path / 'x.db'}", sqlite_synchronous="off")

@@ -20,17 +20,29 @@ PREVIEW_MEDIA_TYPES = ["image/webp", "text/plain", "audio/webm", "video/webm", "
 
 
 @router.get(
-    "/v1/items", response_model=ItemList, responses=problem_responses("bad-request", "service-unavailable")
+    "/v1/items",
+    response_model=ItemList,
+    responses={
+        304: {"description": "Not modified (If-None-Match matched the page's ETag)"},
+        **problem_responses("bad-request", "service-unavailable"),
+    },
 )
-def list_items(
+async def list_items(
     catalog: CatalogDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Items per page")] = 50,
     cursor: Annotated[
         str | None,
         Query(max_length=18, pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page"),
     ] = None,
-) -> ItemList:
-    return catalog.list_items(limit, cursor)
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
+) -> Response:
+    """The page as rendered once per catalog version (one thread-pool trip for the version check; no
+    per-request model validation or serialization), with its ETag."""
+    listing = await run_in_threadpool(catalog.listing, limit, cursor)
+    headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
+    if if_none_match is not None and listing.etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+        return Response(status_code=304, headers=headers)
+    return Response(listing.body, media_type="application/json", headers=headers)
 
 
 @router.get(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from center.api.deps import ContextDep, DeviceDep
+from center.api.deps import ContextDep, DeviceDep, TokenDeviceDep, run_write
 from center.api.openapi import problem_responses
 from center.errors import StorageError
 from center.services.delivery import Delivery
@@ -50,13 +50,15 @@ STREAM_TYPE = "application/octet-stream"
 )
 async def create_order(
     body: OrderRequest,
-    device: DeviceDep,
+    device: TokenDeviceDep,
     context: ContextDep,
     response: Response,
     idempotency_key: Annotated[IdempotencyKey, Header(alias=IDEMPOTENCY_HEADER)],
 ) -> OrderAnswer:
     """Hold the price, make a fresh Ke and salt, answer the signed order with Ke wrapped to the device."""
-    answer, created = await run_in_threadpool(context.orders.create, body, device, idempotency_key)
+    answer, created = await run_write(
+        context, context.orders.create, body, device.device_id, idempotency_key, device.token_hash
+    )
     response.status_code = 201 if created else 200
     return answer
 
@@ -130,7 +132,9 @@ async def order_content(
     ),
 )
 async def pay(
-    order_id: OrderIdPath, body: PaymentRequest, device: DeviceDep, context: ContextDep
+    order_id: OrderIdPath, body: PaymentRequest, device: TokenDeviceDep, context: ContextDep
 ) -> PaymentAnswer:
     """Settle the payment exactly once and answer the receipt (the same one for the same payment)."""
-    return await run_in_threadpool(context.settlement.pay, order_id, body.payment, device)
+    return await run_write(
+        context, context.settlement.pay, order_id, body.payment, device.device_id, device.token_hash
+    )
