@@ -240,7 +240,9 @@ async def _bench_payments(url: str, setup: dict[str, Any], duration: float, db: 
                     counter = concurrency * 10**6 + i * 10**4 + n
                     queues[i].append((answer["order_id"], _payment(setup, device, answer["order"], counter)))
 
-        def make(i: int, n: int) -> tuple[str, str, dict[str, Any] | None]:
+        def make(
+            i: int, n: int, queues: list[list[tuple[str, str]]] = queues
+        ) -> tuple[str, str, dict[str, Any] | None]:
             if n >= len(queues[i]):
                 return "POST", "", None
             order_id, sealed = queues[i][n]

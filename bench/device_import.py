@@ -97,7 +97,8 @@ class DeviceProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, *, fault: str | None = None, extra_env: dict[str, str] | None = None) -> DeviceProcess:
+    def start(self, *, extra_env: dict[str, str] | None = None) -> DeviceProcess:
+        """Start the service; tests arm faults with `extra_env=tests.support.faults.fault_env(spec)`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("COFFER_DEVICE_")}
         env |= {
             "COFFER_DEVICE_DATA_DIR": str(self.data_dir),
@@ -108,8 +109,6 @@ class DeviceProcess:
             **(extra_env or {}),
         }
         env.pop("NOTIFY_SOCKET", None)
-        if fault:
-            env["COFFER_DEVICE_FAULT"] = fault
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "device_os", "serve"], cwd=ROOT, env=env, stdout=out, stderr=out

@@ -6,7 +6,8 @@ Prints one JSON object per line. For each operation:
 - `tpm_ms`: the TPM command alone, timed at the TCTI (transmit to response) by the adapter's counting TCTI;
 - `adapter_ms`: the adapter call end to end (worker-thread hop, marshalling, and every command it sends);
 - `software_ms`: the same job done in software with cryptography (or a file, for the counter);
-each as {"median", "p90"}. Then one line for the purchase hot path (ECDH_ZGen + Sign + NV_Increment).
+each as {"median", "p90"}. Then one line for the purchase hot path (ECDH_ZGen + Sign + NV_Increment + the
+NV_Read with which the commit checks the counter, docs/device-purchases.md).
 swtpm runs on this host, so these are host numbers: a discrete TPM is 10-100x slower (FACTS.md).
 """
 
@@ -121,6 +122,7 @@ def run(rounds: int, primaries: int, emit: Callable[[dict[str, Any]], None]) -> 
                     kem.exchange(ec.ECDH(), peer)
                     payer.sign(b"payment")
                     tpm.counter_increment()
+                    tpm.counter_read()
 
                 before = tpm.commands
                 hot = _time(purchase, rounds)

@@ -6,8 +6,11 @@ Accounts: `cash:CUR` (funds prepaid credits), `promotions:CUR` (coupons, tickets
 immutable transfers, each one debit and one credit of the same amount, so debits equal credits by
 construction; the same id again is the same transaction (`post` answers False and writes nothing).
 A hold is a `pending` transfer, resolved exactly once (unique `pending_id`) by a `post` or a `void`
-transfer. A liability's available balance is credits - debits - open holds; `require_covered` checks it in
-the same database transaction, after the writes, so a transaction that would overdraw rolls back whole.
+transfer. A device's liabilities (`wallet:`, `coupon:`) are *limited*: their running totals live on the
+account row, changed by the same database transaction as the transfers, and a CHECK constraint refuses debits
+(posted + pending) above credits, so a transaction that would overdraw fails in the database and rolls back
+whole (`InsufficientFundsError`). The totals are a cache of the transfers; `sums()` recomputes them for
+the report.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, exists, func, select
+from sqlalchemy import ColumnElement, and_, event, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from center.db.commerce import LedgerAccount, LedgerTransfer, LedgerTxn
@@ -88,9 +92,25 @@ class Ledger:
     # -- accounts -----------------------------------------------------------------------------------------
     def open_account(self, account_id: str, kind: str, currency: str, device_id: str | None = None) -> str:
         """Create the account if it does not exist (a concurrent creator is no error)."""
-        values = {"account_id": account_id, "kind": kind, "currency": currency, "device_id": device_id}
+        bind = self.session.get_bind()
+        key = (str(bind.engine.url), account_id)
+        if key in _KNOWN:
+            return account_id
+        values = {
+            "account_id": account_id,
+            "kind": kind,
+            "currency": currency,
+            "device_id": device_id,
+            "limited": is_limited(account_id),
+            "debits_posted": 0,
+            "credits_posted": 0,
+            "debits_pending": 0,
+            "credits_pending": 0,
+        }
         insert = pg_insert if dialect(self.session) == "postgresql" else sqlite_insert
         self.session.execute(insert(LedgerAccount).values(**values).on_conflict_do_nothing())
+        if kind in ("cash", "promotions", "revenue"):  # never removed: once committed, later orders skip this
+            self.session.info.setdefault(_NEW, set()).add(key)
         return account_id
 
     def open_house_accounts(self, currency: str) -> None:
@@ -109,11 +129,14 @@ class Ledger:
         *,
         pending: bool = False,
         order_id: str | None = None,
+        fresh: bool = False,
     ) -> bool:
-        """Write transaction `txn_id` with `legs` (posted, or holds when `pending`); False if it exists."""
+        """Write transaction `txn_id` with `legs` (posted, or holds when `pending`); False if it exists.
+        `fresh`: the caller just made the id up (a new order's), so the existence check is skipped; the
+        primary key still refuses a duplicate."""
         if pending:
-            return self.transact(txn_id, kind, holds=legs, order_id=order_id)
-        return self.transact(txn_id, kind, legs=legs, order_id=order_id)
+            return self.transact(txn_id, kind, holds=legs, order_id=order_id, fresh=fresh)
+        return self.transact(txn_id, kind, legs=legs, order_id=order_id, fresh=fresh)
 
     def resolve(
         self, txn_id: str, kind: str, pending_ids: Iterable[str], *, post: bool, order_id: str | None = None
@@ -134,18 +157,20 @@ class Ledger:
         post_holds: Iterable[str] = (),
         void_holds: Iterable[str] = (),
         order_id: str | None = None,
+        fresh: bool = False,
     ) -> bool:
         """One ledger transaction: new posted `legs`, new `holds`, and open holds posted or voided. False (and
         nothing written) if `txn_id` exists. Resolving a hold twice fails on the unique `pending_id`, which
         rolls the caller's database transaction back."""
-        if self.exists(txn_id):
+        if not fresh and self.exists(txn_id):
             return False
         self.session.add(LedgerTxn(txn_id=txn_id, kind=kind, order_id=order_id, created_at=self.now))
-        self.session.flush()
+        self.session.flush()  # the transaction row before its transfers (no ORM relationship orders them)
+        deltas: dict[str, list[int]] = {}
         for leg in legs:
-            self._add(txn_id, leg, "posted", None)
+            self._add(txn_id, leg, "posted", None, deltas)
         for leg in holds:
-            self._add(txn_id, leg, "pending", None)
+            self._add(txn_id, leg, "pending", None, deltas)
         for flag, ids in (("post", post_holds), ("void", void_holds)):
             for pending_id in ids:
                 hold = self.session.get(LedgerTransfer, pending_id)
@@ -158,17 +183,20 @@ class Ledger:
                     hold.amount,
                     hold.currency,
                 )
-                self._add(txn_id, leg, flag, pending_id)
-        self.session.flush()
+                self._add(txn_id, leg, flag, pending_id, deltas)
+        self._apply(deltas)
         return True
 
     def extend(self, txn_id: str, legs: Sequence[Leg]) -> None:
         """More posted legs for a transaction written earlier in this same database transaction."""
+        deltas: dict[str, list[int]] = {}
         for leg in legs:
-            self._add(txn_id, leg, "posted", None)
-        self.session.flush()
+            self._add(txn_id, leg, "posted", None, deltas)
+        self._apply(deltas)
 
-    def _add(self, txn_id: str, leg: Leg, flag: str, pending_id: str | None) -> None:
+    def _add(
+        self, txn_id: str, leg: Leg, flag: str, pending_id: str | None, deltas: dict[str, list[int]]
+    ) -> None:
         if leg.amount <= 0:
             raise ValueError("a transfer moves a positive amount")
         self.session.add(
@@ -184,6 +212,38 @@ class Ledger:
                 created_at=self.now,
             )
         )
+        # (debits_posted, credits_posted, debits_pending, credits_pending) per limited account
+        for account, side in ((leg.debit, 0), (leg.credit, 1)):
+            if not is_limited(account):
+                continue
+            d = deltas.setdefault(account, [0, 0, 0, 0])
+            if flag in ("posted", "post"):
+                d[side] += leg.amount
+            if flag == "pending":
+                d[2 + side] += leg.amount
+            if flag in ("post", "void"):
+                d[2 + side] -= leg.amount
+
+    def _apply(self, deltas: dict[str, list[int]]) -> None:
+        """Write the transfers, then move the limited accounts' totals; the CHECK refuses an overdraft."""
+        self.session.flush()  # a duplicate transfer or resolution fails here, as an IntegrityError
+        a = LedgerAccount
+        for account in sorted(deltas):
+            dp, cp, dh, ch = deltas[account]
+            try:
+                self.session.execute(
+                    update(a)
+                    .where(a.account_id == account)
+                    .values(
+                        debits_posted=a.debits_posted + dp,
+                        credits_posted=a.credits_posted + cp,
+                        debits_pending=a.debits_pending + dh,
+                        credits_pending=a.credits_pending + ch,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            except IntegrityError as exc:
+                raise InsufficientFundsError(f"{account} would be overdrawn") from exc
 
     def open_holds(self, txn_id: str) -> list[LedgerTransfer]:
         """The still-open pending transfers of transaction `txn_id`."""
@@ -199,27 +259,39 @@ class Ledger:
     def balances(
         self, account_ids: Iterable[str] | None = None, device_id: str | None = None
     ) -> list[Balance]:
-        """Balances of the given accounts (or a device's, or all): four grouped sums, whatever the count."""
-        accounts = select(LedgerAccount)
+        """Balances: a limited account's running totals, a house account's sums over its transfers."""
+        accounts = select(LedgerAccount).execution_options(populate_existing=True)
         if account_ids is not None:
             accounts = accounts.where(LedgerAccount.account_id.in_(list(account_ids)))
         if device_id is not None:
             accounts = accounts.where(LedgerAccount.device_id == device_id)
         found = list(self.session.scalars(accounts.order_by(LedgerAccount.account_id)))
-        ids = [a.account_id for a in found]
+        house = [a.account_id for a in found if not a.limited]
+        sums = self.sums(house) if house else {}
+        out = []
+        for a in found:
+            totals = (
+                (a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending)
+                if a.limited
+                else sums.get(a.account_id, (0, 0, 0, 0))
+            )
+            out.append(Balance(a.account_id, a.kind, a.currency, a.device_id, *totals))
+        return out
+
+    def sums(self, ids: list[str]) -> dict[str, tuple[int, int, int, int]]:
+        """(debits posted, credits posted, debits pending, credits pending) recomputed from the transfers."""
         t, r = LedgerTransfer, aliased(LedgerTransfer)
         open_hold = and_(t.flag == "pending", ~exists().where(r.pending_id == t.transfer_id))
         posted = t.flag.in_(POSTED)
-        sums = [
+        parts = [
             self._sums(t.debit_account, posted, ids),
             self._sums(t.credit_account, posted, ids),
             self._sums(t.debit_account, open_hold, ids),
             self._sums(t.credit_account, open_hold, ids),
         ]
-        return [
-            Balance(a.account_id, a.kind, a.currency, a.device_id, *(s.get(a.account_id, 0) for s in sums))
-            for a in found
-        ]
+        return {
+            i: (parts[0].get(i, 0), parts[1].get(i, 0), parts[2].get(i, 0), parts[3].get(i, 0)) for i in ids
+        }
 
     def _sums(
         self, column: InstrumentedAttribute[str], condition: ColumnElement[bool], ids: list[str]
@@ -234,11 +306,38 @@ class Ledger:
         return found[0] if found else None
 
     def available(self, account_id: str) -> int:
-        found = self.balance(account_id)
-        return 0 if found is None else found.available
+        """What a limited account can still pay (one row read; 0 for an account not opened yet)."""
+        return self.available_or_none(account_id) or 0
+
+    def available_or_none(self, account_id: str) -> int | None:
+        a = LedgerAccount
+        value = self.session.scalar(
+            select(a.credits_posted - a.debits_posted - a.debits_pending).where(a.account_id == account_id)
+        )
+        return None if value is None else int(value)
 
     def require_covered(self, account_ids: Iterable[str]) -> None:
-        """Every liability listed still has balance − holds ≥ 0 (checked after the writes, before commit)."""
-        for b in self.balances(account_ids):
-            if b.available < 0:
-                raise InsufficientFundsError(f"{b.account_id} would be overdrawn")
+        """Every liability listed still has balance − holds ≥ 0 (the CHECK constraint already holds it; this
+        says so in the service's words)."""
+        for account in account_ids:
+            if self.available(account) < 0:
+                raise InsufficientFundsError(f"{account} would be overdrawn")
+
+
+def is_limited(account_id: str) -> bool:
+    """A device's liabilities may never be overdrawn; the house accounts may."""
+    return account_id.startswith(("wallet:", "coupon:"))
+
+
+_KNOWN: set[tuple[str, str]] = set()  # house accounts known to be committed (a cache, never a lock)
+_NEW = "coffer.ledger.new_accounts"
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_accounts(session: Session) -> None:
+    _KNOWN.update(session.info.pop(_NEW, ()))
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_accounts(session: Session) -> None:
+    session.info.pop(_NEW, None)

@@ -1,11 +1,13 @@
-"""`device_os` command line: first-boot provisioning and a status probe (the HTTP service comes later).
+"""`device_os` command line: one parser, one way to load settings, for every command.
 
-    device_os provision --data DIR --tcti TCTI    # flow 1, idempotent; prints the status as JSON
-    device_os status    --data DIR --tcti TCTI    # runs start-up recovery, prints the status as JSON
-    device_os serve     [--config F] [--data DIR] [--tcti TCTI] [--listen HOST:PORT]  # the HTTP API
+    device_os provision [--config F] [--data DIR] [--tcti TCTI]      # flow 1, idempotent; status as JSON
+    device_os status    [--config F] [--data DIR] [--tcti TCTI]      # start-up recovery; status as JSON
+    device_os serve     [--config F] [--data DIR] [--tcti TCTI] [--listen HOST:PORT]   # the HTTP API
 
-Options default to COFFER_DEVICE_DATA_DIR / COFFER_DEVICE_TCTI. Exit codes: 0 ok, 2 usage, 1 TPM or device
-error (printed to stderr).
+Settings, strongest first (`device_os.api.settings.load_settings`): these options, `COFFER_DEVICE_*`
+environment variables, the config file (`--config`, else `$COFFER_DEVICE_CONFIG`; systemd EnvironmentFile
+syntax, the board's `coffer.conf`), the defaults. Exit codes: 0 ok, 2 usage or bad settings (one line on
+stderr naming the setting, never its value), 1 TPM or device error (printed to stderr).
 """
 
 from __future__ import annotations
@@ -17,42 +19,46 @@ import os
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from device_os.api.settings import ConfigFileError, ServiceSettings, load_settings
 from device_os.core.device import Device
 from device_os.errors import DeviceError
-from device_os.settings import DeviceSettings
 from device_os.tpm import TpmError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="device_os", description="Coffer device core")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="EnvironmentFile with COFFER_DEVICE_* settings")
+    common.add_argument("--data", type=Path, help="data directory (COFFER_DEVICE_DATA_DIR)")
+    common.add_argument("--tcti", help="TPM TCTI (COFFER_DEVICE_TCTI; default device:/dev/tpmrm0)")
+    parser = argparse.ArgumentParser(prog="device_os", description="Coffer device")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (
-        ("provision", "first boot: provision the TPM (idempotent)"),
-        ("status", "show status"),
-    ):
-        cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--data", type=Path, default=os.environ.get("COFFER_DEVICE_DATA_DIR"))
-        cmd.add_argument("--tcti", default=os.environ.get("COFFER_DEVICE_TCTI", "device:/dev/tpmrm0"))
-    sub.add_parser("serve", help="serve the device API (options: device_os serve --help)", add_help=False)
+    sub.add_parser("provision", parents=[common], help="first boot: provision the TPM (idempotent)")
+    sub.add_parser("status", parents=[common], help="run start-up recovery and show the status")
+    serve = sub.add_parser("serve", parents=[common], help="serve the device API")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (COFFER_DEVICE_LISTEN)")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    given = sys.argv[1:] if argv is None else argv
-    if given[:1] == ["serve"]:  # the HTTP service parses its own options (device_os/serve.py)
-        from device_os.serve import main as serve_main
+def _settings(args: argparse.Namespace) -> ServiceSettings:
+    overrides = {"data_dir": args.data, "tcti": args.tcti, "listen": getattr(args, "listen", None)}
+    return load_settings(environ=os.environ, config_file=args.config, overrides=overrides)
 
-        return serve_main(given[1:])
-    args = _parser().parse_args(argv)
-    if args.data is None:
-        print("device_os: --data DIR (or COFFER_DEVICE_DATA_DIR) is required", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    settings = DeviceSettings(data_dir=args.data, tcti=args.tcti)
+
+def _settings_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):  # names and messages only, never the values
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc)
+
+
+def _status(settings: ServiceSettings, *, provision: bool) -> int:
     try:
         device = Device.open(settings)
         try:
-            if args.command == "provision":
+            if provision:
                 device.provision()
             status = device.status()
             counter = device.tpm.counter_read() if status.device_id is not None else None
@@ -68,6 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     out["max_tries"] = da.max_tries
     print(json.dumps(out, sort_keys=True))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = _settings(args)
+    except (ValidationError, ConfigFileError, OSError) as exc:
+        print(f"device_os {args.command}: bad settings: {_settings_error(exc)}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        from device_os.serve import run  # uvicorn and the API load only for the service
+
+        return run(settings)
+    return _status(settings, provision=args.command == "provision")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     device_os serve [--config FILE] [--data DIR] [--tcti TCTI] [--listen HOST:PORT]
 
-Settings: options > `COFFER_DEVICE_*` environment > the config file (`--config` or `COFFER_DEVICE_CONFIG`,
-systemd EnvironmentFile syntax) > defaults (device_os.api.settings). The service binds only its configured
+The command line and the settings are `device_os/__main__.py`'s, shared by every command: options >
+`COFFER_DEVICE_*` environment > the config file (`--config` or `COFFER_DEVICE_CONFIG`, systemd EnvironmentFile
+syntax) > defaults (device_os.api.settings); `run(settings)` is the service. It binds only its configured
 address. Once it accepts connections it tells systemd `READY=1` (sd_notify, when `NOTIFY_SOCKET` is set). On
 SIGTERM/SIGINT it stops accepting, lets running requests finish (bounded), sends `STOPPING=1`, locks the
 device and closes the TPM with an orderly TPM2_Shutdown(STATE) (the next start costs no DA try).
@@ -12,24 +13,20 @@ Exit codes: 0 stopped cleanly, 2 bad settings, 1 the device or TPM could not be 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 
 import uvicorn
-from pydantic import ValidationError
 
 from device_os.api.app import create_app
 from device_os.api.bounded_http import BoundedHttpToolsProtocol
-from device_os.api.settings import ConfigFileError, ServiceSettings, load_settings
+from device_os.api.settings import ServiceSettings
 from device_os.core.device import Device
 from device_os.errors import DeviceError
 from device_os.tpm import TpmError
@@ -154,39 +151,3 @@ def _signals_after_uvicorn() -> Iterator[None]:
             signal.signal(sig, handler)
         if received:
             log.info("stopping on %s", signal.Signals(received[0]).name)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="device_os serve", description="Serve the Coffer device API")
-    parser.add_argument("--config", type=Path, help="EnvironmentFile with COFFER_DEVICE_* settings")
-    parser.add_argument("--data", type=Path, help="data directory (COFFER_DEVICE_DATA_DIR)")
-    parser.add_argument("--tcti", help="TPM TCTI (COFFER_DEVICE_TCTI)")
-    parser.add_argument("--listen", help="HOST:PORT to listen on (COFFER_DEVICE_LISTEN)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings(
-            environ=os.environ,
-            config_file=args.config,
-            overrides={"data_dir": args.data, "tcti": args.tcti, "listen": args.listen},
-        )
-    except (ValidationError, ConfigFileError, OSError) as exc:
-        print(f"device_os serve: bad settings: {_settings_error(exc)}", file=sys.stderr)
-        return 2
-    return run(settings)
-
-
-def _settings_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):  # names and messages only, never the values
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
-        )
-    return str(exc)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

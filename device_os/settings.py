@@ -29,8 +29,6 @@ class DeviceSettings(BaseSettings):
     #: Without a pinned root, pin the root of the first enrollment accepted (trust on first use): the demo and
     #: tests only (`COFFER_DEVICE_TRUST_FIRST_CENTER=1`). Ignored when a root is pinned.
     trust_first_center: bool = False
-    #: TEST-ONLY fault hook (device_os.core.faults): `STEP` or `STEP@N` SIGKILLs the process there.
-    fault: str | None = None
 
     def root_pinning(self) -> RootPinning:
         """How the center root is pinned: `pinned` (configured), `trust-first` (the first enrollment's root,

@@ -64,8 +64,14 @@ class CertifyPair(_Model):
     payment: CertifyEvidenceJson
 
 
-class DeviceIdentity(_Model):
-    """`POST /v1/devices`: the device's `GET /v1/identity` answer, relayed unchanged (docs/device-api.md)."""
+class DeviceIdentity(BaseModel):
+    """`POST /v1/devices`: the device's `GET /v1/identity` answer, relayed unchanged (docs/device-api.md).
+
+    Members the center does not judge (the device also publishes e.g. its root pinning) are ignored, so the
+    device may add to its identity without breaking enrollment; everything declared here is verified.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     device_id: DeviceId
     software_version: Annotated[str, Field(max_length=64)]

@@ -13,7 +13,7 @@
     │   ├── JwsExpired            valid signature, but exp <= now
     │   └── JwsWrongAudience      valid signature, addressed to another device
     ├── AttestationError          TPM2_Certify evidence or credential material rejected
-    └── InsufficientFunds         pricing: the purses cannot pay the price
+    └── PricingShortfall          pricing: the purses cannot pay the price
 
 Every check fails closed: callers catch the family, never a library's exception.
 """
@@ -77,5 +77,5 @@ class AttestationError(ProtocolError):
     """TPM attestation evidence (TPM2_Certify, EK certificate, credential) is not acceptable."""
 
 
-class InsufficientFunds(ProtocolError):
+class PricingShortfall(ProtocolError):
     """The purses cannot pay the price; nothing is debited."""

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from protocol.errors import InsufficientFunds
+from protocol.errors import PricingShortfall
 from protocol.money import Amount, Currency, Money
 
 PurseKind = Literal["prepaid", "coupon", "ticket"]
@@ -59,7 +59,7 @@ class Debit(BaseModel):
 
 
 def debits(price: Money, purses: Purses, item_id: str) -> tuple[Debit, ...]:
-    """The debits that pay `price` for `item_id` from `purses`; InsufficientFunds, never a partial set."""
+    """The debits that pay `price` for `item_id` from `purses`; PricingShortfall, never a partial set."""
     if price.amount == 0:
         return ()
     tickets = sorted((t for t in purses.tickets if t.item_id == item_id), key=lambda t: (t.exp, t.credit_id))
@@ -77,7 +77,7 @@ def debits(price: Money, purses: Purses, item_id: str) -> tuple[Debit, ...]:
         due -= applied
     if due:
         if purses.prepaid.get(price.currency, 0) < due:
-            raise InsufficientFunds(f"purses cannot pay {price}")
+            raise PricingShortfall(f"purses cannot pay {price}")
         lines.append(Debit(purse="prepaid", amount=due))
     return tuple(lines)
 
@@ -90,7 +90,7 @@ def apply(purses: Purses, price: Money, lines: tuple[Debit, ...]) -> Purses:
         if line.purse == "prepaid":
             left = prepaid.get(price.currency, 0) - line.amount
             if left < 0:
-                raise InsufficientFunds(f"purses cannot pay {price}")
+                raise PricingShortfall(f"purses cannot pay {price}")
             prepaid[price.currency] = left
     return Purses(
         prepaid={c: a for c, a in prepaid.items() if a > 0},

@@ -131,6 +131,12 @@ def run(
     console.print(f"[dim]  (the demo checked: {opened.name} has a SHA-256 equal to the catalog's)[/]")
     pc.type("purchase", item["item_id"], expect=30)
     pc.type("library")
+    again = work / f"again-{item['item_id']}.mp4"
+    pc.type(
+        "open", item["item_id"], "-o", str(again)
+    )  # out of the board's vault again, decrypted as it streams
+    if hashlib.sha256(again.read_bytes()).hexdigest() != item["content_sha256"]:
+        raise SystemExit("demo: the content opened again differs from the catalog's")
     pc.type("wallet")
     pc.type("receipts")
     pc.type("sync")

@@ -4,7 +4,8 @@ Provision (EK certificate from a local CA, attestation and KEM keys, wallet coun
 unseal the DEK under a PIN (and a wrong PIN refused), an HPKE content key opened by the TPM-held KEM key,
 a payment signature verified in software, TPM2_Certify and credential activation checked by the center's
 pure-software verifiers, the NV counter incremented, and the TPM command count (the purchase hot path is
-three commands). `run(console_print)` takes any print-like callable; `python -m scripts.demo_tpm` runs it.
+four commands: ECDH_ZGen, Sign, NV_Increment, and NV_Read checking the counter: docs/device-purchases.md).
+`run(console_print)` takes any print-like callable; `python -m scripts.demo_tpm` runs it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_os.tpm import Tpm, WrongPin
+from device_os.tpm import Tpm, TpmWrongPin
 from protocol import attestation, hpke
 from protocol.keys import device_id_for
 from scripts.swtpm import Swtpm, copy_state, provision_template
@@ -75,7 +76,7 @@ def run(console_print: Callable[[str], object]) -> None:
                 say("DEK sealed under the PIN and unsealed again")
                 try:
                     tpm.unseal(sealed_dek, b"000000")
-                except WrongPin as exc:
+                except TpmWrongPin as exc:
                     say(f"  a wrong PIN is refused by the TPM: {exc.tries_left} tries left")
 
                 nonce = os.urandom(16)
@@ -112,8 +113,9 @@ def run(console_print: Callable[[str], object]) -> None:
                 before = tpm.commands
                 kem.exchange(ec.ECDH(), kem.public_key())
                 payer.sign(b"payment")
-                counter = tpm.counter_increment()
-                hot = tpm.recent_commands()[-3:]
+                tpm.counter_increment()
+                counter = tpm.counter_read()  # the commit reads the counter back (docs/device-purchases.md)
+                hot = tpm.recent_commands()[-4:]
                 say(f"purchase hot path: {tpm.commands - before} TPM commands {hot}; counter now {counter}")
                 say(f"TPM commands in this demo: {tpm.commands} (+{tpm.retries} resent on TPM_RC_RETRY)")
         finally:

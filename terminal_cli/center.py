@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from protocol.api.catalog import ItemDetail, ItemList, ItemSummary, WellKnownCoffer
 from protocol.center_api import (
     IDEMPOTENCY_HEADER,
     ActivateRequest,
     CreditAnswer,
+    DeviceIdentity,
     EnrollmentAnswer,
     EnrollmentChallenge,
     OrderAnswer,
@@ -29,7 +31,7 @@ from protocol.center_api import (
     StatementRequest,
 )
 from terminal_cli._http import USER_AGENT, check, check_center_url, transport_errors
-from terminal_cli.errors import NotEnrolled
+from terminal_cli.errors import NotEnrolled, TerminalError
 
 _TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 CHUNK = 1024 * 1024
@@ -115,7 +117,14 @@ class CenterClient:
 
     # -- enrollment (flow 3) ---------------------------------------------------------------------------
     def register_device(self, identity: dict[str, Any]) -> EnrollmentChallenge:
-        answer = self._request("POST", "/v1/devices", json=identity)
+        """Relay the device's identity: the members the center's model declares (a newer device may publish
+        more, e.g. how it pins the center root, which the center does not take)."""
+        known = {k: v for k, v in identity.items() if k in DeviceIdentity.model_fields}
+        try:
+            body = DeviceIdentity.model_validate(known).model_dump(mode="json")
+        except ValidationError as exc:
+            raise TerminalError(f"device: its identity is not what the center expects: {exc}") from exc
+        answer = self._request("POST", "/v1/devices", json=body)
         return EnrollmentChallenge.model_validate_json(answer.content)
 
     def activate_device(self, device_id: str, challenge_id: str, secret: str) -> EnrollmentAnswer:

@@ -34,6 +34,8 @@ class Health(_Answer):
     tampered: bool
     tamper_reason: str | None = None
     software_version: str
+    #: How the board pins the center root: pinned (configured), trust-first, none (older boards: absent).
+    root_pinning: str | None = None
 
 
 class Unlocked(_Answer):

@@ -101,9 +101,17 @@ def _board(device: pyudev.Device) -> Board | None:
     )
 
 
+def _context() -> pyudev.Context:
+    """libudev, or NoDeviceFound where there is none (macOS, Windows, a container without /run/udev)."""
+    try:
+        return pyudev.Context()
+    except (ImportError, OSError) as exc:
+        raise NoDeviceFound(f"USB discovery needs udev (Linux): {exc}") from exc
+
+
 def find_boards(context: pyudev.Context | None = None) -> list[Board]:
     """Every board plugged in now, by device_id."""
-    context = context or pyudev.Context()
+    context = context or _context()
     boards = (_board(d) for d in context.list_devices(subsystem="net"))
     return sorted((b for b in boards if b is not None), key=lambda b: b.device_id)
 
@@ -113,7 +121,7 @@ def wait_for_board(
 ) -> Board:
     """The first board present now or plugged in within `timeout` seconds (a udev `add` event); `on_wait` is
     called once when none is present yet and listening begins."""
-    context = context or pyudev.Context()
+    context = context or _context()
     monitor = pyudev.Monitor.from_netlink(context)
     monitor.filter_by(subsystem="net")
     monitor.start()  # listen before looking, so a board plugged in meanwhile is not missed

@@ -174,7 +174,7 @@ class Purchaser:
             order_id=order_id,
             price=_price(order),
             debits=debits,
-            counter=answer.counter if answer else counter,
+            counter=answer.counter if answer is not None and answer.counter >= 0 else counter,
             mode=entry.mode,
             streamed_bytes=stream.sent if stream else 0,
             resumed_downloads=stream.resumes if stream else 0,
@@ -186,9 +186,12 @@ class Purchaser:
         self.reporter.step(f"center: ordering {entry.item_id}")
         try:
             order = self.center.create_order(entry.item_id, entry.device_id, entry.key)
-        except ProblemError:
-            self.journal.finish(entry)  # the center refused: no order exists; a re-run starts afresh
-            raise
+        except ProblemError as exc:
+            if (
+                exc.problem.status < 500
+            ):  # refused (402, 403, 401, ...): no order exists; a re-run starts afresh
+                self.journal.finish(entry)
+            raise  # a 5xx may have made the order: the key stays, so a re-run gets that order, not a second
         self.reporter.step(f"center: order {order.order_id} signed (hold placed), {order.content_length} B")
         return self.journal.update(
             entry,
@@ -234,6 +237,13 @@ class Purchaser:
             except ProblemError as exc:
                 if exc.slug == "order-settled":  # committed and receipted earlier: finish the bookkeeping
                     return PurchaseAnswer(order_id=order_id, payment="", counter=-1), stream
+                if exc.origin == "center" and self.center.order(order_id).state == "expired":
+                    self.journal.finish(entry)  # the center will not deliver it any more: order afresh
+                    raise OrderExpired.locally(
+                        "message-expired",
+                        f"order {order_id} expired before it was delivered",
+                        origin="center",
+                    ) from exc
                 raise
             self.reporter.step(
                 f"device: Ke unwrapped in the TPM, payment signed, state counter {answer.counter}"

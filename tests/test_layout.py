@@ -10,6 +10,10 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +79,17 @@ def test_the_rules_see_real_code() -> None:
     """Guard against the checks above passing vacuously (an empty or moved tree)."""
     assert "protocol" in _imports(ROOT / "center" / "keys.py")
     assert any("tpm2_pytss" in _imports(p) for p in _sources("device_os/tpm"))
+
+
+def test_importing_the_device_changes_no_environment() -> None:
+    """No work at import time (STYLE.md 11): importing device_os (TPM adapter, service, CLI) and protocol
+    leaves the process environment as it was (the adapter set TSS2_LOG at import; now when a Tpm opens)."""
+    code = (
+        "import os, json; before = dict(os.environ)\n"
+        "import device_os.tpm, device_os.serve, device_os.__main__, device_os.api.app, protocol.attestation\n"
+        "print(json.dumps({k: v for k, v in os.environ.items() if before.get(k) != v}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TSS2_LOG"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {}

@@ -8,6 +8,8 @@ overdrawn liability).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,7 +32,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 REPORT_FAILED = 3
 
 
-def _commerce(data: Path | None, database_url: str | None) -> Commerce:
+@contextmanager
+def _commerce(data: Path | None, database_url: str | None) -> Iterator[Commerce]:
     from center.blobs import LocalBlobStore
     from center.cli.app import _settings
     from center.db.engine import make_engine, session_factory, upgrade
@@ -40,9 +43,12 @@ def _commerce(data: Path | None, database_url: str | None) -> Commerce:
     settings = _settings(data, database_url)
     settings.prepare_data_dir()
     engine = make_engine(settings.sqlalchemy_url())
-    upgrade(engine)
-    keys = load_or_create(settings.keys_dir, None, create=False)
-    return Commerce(session_factory(engine), keys, settings, LocalBlobStore(settings.blobs_dir))
+    try:
+        upgrade(engine)
+        keys = load_or_create(settings.keys_dir, None, create=False)
+        yield Commerce(session_factory(engine), keys, settings, LocalBlobStore(settings.blobs_dir))
+    finally:
+        engine.dispose()
 
 
 @credit_app.command("issue")
@@ -75,7 +81,8 @@ def credit_issue(
         new = NewCredit(device, "coupon", coupon[0], coupon[1].upper(), expires_days=expires)
     else:
         new = NewCredit(device, "ticket", item_id=ticket, expires_days=expires)
-    code, info = CreditService(_commerce(data, database_url)).issue(new)
+    with _commerce(data, database_url) as commerce:
+        code, info = CreditService(commerce).issue(new)
     if as_json:
         printer.emit_json(info)
     else:
@@ -89,9 +96,9 @@ def device_revoke(
     """Stop orders and credits for a device (a lost or stolen board); its payments still settle."""
     from center.services.admin import AdminService
 
-    _done(
-        AdminService(_commerce(data, database_url)).revoke(device_id), as_json, f"center: revoked {device_id}"
-    )
+    with _commerce(data, database_url) as commerce:
+        result = AdminService(commerce).revoke(device_id)
+    _done(result, as_json, f"center: revoked {device_id}")
 
 
 @device_app.command("reset")
@@ -101,7 +108,8 @@ def device_reset(
     """Clear the device's key binding so its next enrollment binds new keys; moves no money."""
     from center.services.admin import AdminService
 
-    result = AdminService(_commerce(data, database_url)).reset(device_id)
+    with _commerce(data, database_url) as commerce:
+        result = AdminService(commerce).reset(device_id)
     _done(result, as_json, f"center: the key binding of {device_id} is cleared")
 
 
@@ -122,7 +130,8 @@ def ledger_report(
     """Balances per account, unpaid deliveries, suspect devices; checks that debits equal credits."""
     from center.services.admin import AdminService
 
-    report = AdminService(_commerce(data, database_url)).report(device)
+    with _commerce(data, database_url) as commerce:
+        report = AdminService(commerce).report(device)
     if as_json:
         printer.emit_json(report)
     else:

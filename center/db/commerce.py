@@ -150,14 +150,32 @@ class StatementRow(Base):
 
 
 class LedgerAccount(Base):
-    """cash:CUR, promotions:CUR, revenue:CUR, wallet:DEVICE:CUR (liability), coupon:CREDIT (liability)."""
+    """cash:CUR, promotions:CUR, revenue:CUR, wallet:DEVICE:CUR (liability), coupon:CREDIT (liability).
+
+    A `limited` account (a device's wallet or coupon) keeps its running totals on the row, changed in the
+    same database transaction as each transfer, and the database refuses any change that would make its
+    debits (posted + pending) exceed its credits (TigerBeetle's `debits_must_not_exceed_credits`). The
+    totals are a cache of the transfers: `center ledger report` recomputes and compares them. House
+    accounts (unlimited, shared by every order) keep no totals, so no order waits on their rows.
+    """
 
     __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "NOT limited OR credits_posted - debits_posted - debits_pending >= 0",
+            name="debits_within_credits",
+        ),
+    )
 
     account_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(String(3))
     device_id: Mapped[str | None] = mapped_column(String(DEVICE_ID), default=None, index=True)
+    limited: Mapped[bool] = mapped_column(default=False)
+    debits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_posted: Mapped[int] = mapped_column(BigInteger, default=0)
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
+    credits_pending: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class LedgerTxn(Base):

@@ -5,7 +5,8 @@ revoke: orders and credits stop (payments for orders already made still settle);
 those payments. reset: the device's key binding is cleared so its next enrollment binds the keys it presents
 (a reflashed board); its token dies; a `suspect` mark is lifted, a revocation is not; no money moves.
 report: balances per account (debits, credits, open holds), unpaid deliveries, suspect and revoked devices,
-and the checks: total debits = total credits, every post/void matches its hold, no liability overdrawn.
+and the checks: total debits = total credits, every post/void matches its hold, no liability overdrawn,
+every limited account's running totals equal the sums over its transfers.
 """
 
 from __future__ import annotations
@@ -68,6 +69,14 @@ class AdminService:
             overdrawn = [
                 b.account_id for b in everything if b.kind in ("wallet", "coupon") and b.available < 0
             ]
+            limited = [b for b in everything if ledger.is_limited(b.account_id)]
+            recomputed = book.sums([b.account_id for b in limited])
+            drifted = [
+                b.account_id
+                for b in limited
+                if recomputed[b.account_id]
+                != (b.debits_posted, b.credits_posted, b.debits_pending, b.credits_pending)
+            ]
             unpaid = select(OrderRow).where(
                 OrderRow.paid_at.is_(None), OrderRow.delivered_at.is_not(None), OrderRow.exp <= now
             )
@@ -112,6 +121,7 @@ class AdminService:
                     "balanced": debits == credits == total,
                     "resolutions_match_holds": mismatched == 0,
                     "overdrawn": overdrawn,
-                    "ok": debits == credits == total and mismatched == 0 and not overdrawn,
+                    "totals_drifted": drifted,
+                    "ok": debits == credits == total and mismatched == 0 and not overdrawn and not drifted,
                 },
             }

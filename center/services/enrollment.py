@@ -23,7 +23,8 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,6 +51,7 @@ from protocol.messages import Credit, Enrollment, Jwk
 from protocol.money import Money
 
 CREDIT_LIFETIME = 365 * 86400
+MAX_OPEN = 4  # open enrollment challenges per device_id
 
 
 @dataclass(frozen=True)
@@ -95,13 +97,11 @@ class Binding:
         return cls(device.ek_hash, device.ak_public, device.kem_jwk, device.payment_jwk)
 
 
-def _same_key(pem: str, jwk: Jwk, certified: object) -> bool:
-    try:
-        from_pem = public_key_from_pem(pem).public_numbers()
-    except EncodingError:
-        return False
-    key = jwk.public_key().public_numbers()
-    return from_pem == key == getattr(certified, "public_numbers", lambda: None)()
+def _same_key(pem: str, jwk: Jwk, certified: ec.EllipticCurvePublicKey) -> bool:
+    """The key the TPM certified is the one the device names, in PEM and as a JWK (EncodingError if not a
+    P-256 key)."""
+    wanted = certified.public_numbers()
+    return public_key_from_pem(pem).public_numbers() == wanted == jwk.public_key().public_numbers()
 
 
 class EnrollmentService:
@@ -180,6 +180,7 @@ class EnrollmentService:
             reset = device is not None and device.ek_hash == ""  # `center device reset`: binds anew
             if device is not None and not reset and Binding.stored(device) != Binding.of(identity, ek_hash):
                 raise BindingConflictError(f"{identity.device_id} is bound to other keys")
+            self._prune(session, identity.device_id, now)
             session.add(row)
         return ChallengeAnswer(
             device_id=identity.device_id,
@@ -188,6 +189,20 @@ class EnrollmentService:
             encrypted_secret=b64url_encode(encrypted),
             expires_at=row.expires_at,
         )
+
+    @staticmethod
+    def _prune(session: Session, device_id: str, now: int) -> None:
+        """Keep the table bounded: a replayed identity (it is public) can hold at most MAX_OPEN challenges of
+        its device open; used, expired and the oldest open ones go."""
+        c = EnrollmentChallenge
+        session.execute(
+            delete(c).where(c.device_id == device_id, (c.used_at.is_not(None)) | (c.expires_at <= now))
+        )
+        open_ids = session.scalars(
+            select(c.challenge_id).where(c.device_id == device_id).order_by(c.expires_at.desc())
+        ).all()
+        if len(open_ids) >= MAX_OPEN:
+            session.execute(delete(c).where(c.challenge_id.in_(open_ids[MAX_OPEN - 1 :])))
 
     # -- round trip 2 -------------------------------------------------------------------------------------
     def activate(self, device_id: str, answer: ActivateRequest) -> EnrollmentAnswer:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -34,13 +35,12 @@ from center.errors import (
     UnpaidLimitError,
     WrongDeviceError,
 )
-from center.repository import ItemRepository
 from center.sealing import seal
 from center.services.common import Commerce, canonical, require_active, require_device
 from protocol import hpke, pricing, stream
 from protocol.b64 import b64url_encode
 from protocol.center_api import OrderAnswer, OrderRequest, OrderState, OrderStatus
-from protocol.errors import InsufficientFunds
+from protocol.errors import PricingShortfall
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Order, message_hash
 from protocol.money import Money
@@ -97,9 +97,12 @@ def hold_legs(order_id: str, device_id: str, price: Money, debits: tuple[Debit, 
     return legs
 
 
-def purses(session: Session, book: ledger.Ledger, device_id: str, currency: str, now: int) -> Purses:
-    """The device's purses as the center's ledger has them: what an order may still hold."""
-    wallet = book.available(ledger.wallet(device_id, currency))
+def purses(
+    session: Session, book: ledger.Ledger, device_id: str, currency: str, now: int, wallet: int | None = None
+) -> Purses:
+    """The device's purses as the center's ledger has them: what an order may still hold (`wallet`: the
+    wallet's available amount when the caller has just read it)."""
+    wallet = book.available(ledger.wallet(device_id, currency)) if wallet is None else wallet
     unspent = select(CreditRow).where(
         CreditRow.device_id == device_id,
         CreditRow.redeemed_at.is_not(None),
@@ -144,7 +147,15 @@ class OrderService:
                         raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
                     return answer(existing), False
                 require_active(device)
-                item = ItemRepository(session).get(request.item_id)
+                item = session.execute(
+                    select(
+                        Item.item_id,
+                        Item.price_amount,
+                        Item.currency,
+                        Item.content_sha256,
+                        Item.content_length,
+                    ).where(Item.item_id == request.item_id, Item.removed_at.is_(None))
+                ).one_or_none()
                 if item is None:
                     raise ItemNotFoundError(request.item_id)
                 order = self._place(session, device, item, idempotency_key, request_hash)
@@ -152,30 +163,32 @@ class OrderService:
         except IntegrityError as exc:
             raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
 
-    def _place(self, session: Session, device: Device, item: Item, key: str, request_hash: str) -> OrderRow:
+    def _place(self, session: Session, device: Device, item: Any, key: str, request_hash: str) -> OrderRow:
         now = self.c.now()
         book = ledger.Ledger(session, now)
-        self.release_expired(session, book, device.device_id, now)
-        unpaid = session.scalar(
-            select(func.count()).where(
-                OrderRow.device_id == device.device_id,
-                OrderRow.paid_at.is_(None),
-                OrderRow.delivered_at.is_not(None),
-                OrderRow.exp <= now,
-            )
-        )
-        if (unpaid or 0) > self.c.settings.max_unpaid:
+        stale, unpaid = session.execute(
+            select(
+                func.count().filter(OrderRow.delivered_at.is_(None), OrderRow.released_at.is_(None)),
+                func.count().filter(OrderRow.delivered_at.is_not(None)),
+            ).where(OrderRow.device_id == device.device_id, OrderRow.paid_at.is_(None), OrderRow.exp <= now)
+        ).one()
+        if stale:
+            self.release_expired(session, book, device.device_id, now)
+        if unpaid > self.c.settings.max_unpaid:
             raise UnpaidLimitError(f"{unpaid} unpaid deliveries (the limit is {self.c.settings.max_unpaid})")
         price = Money(amount=item.price_amount, currency=item.currency)
         book.open_house_accounts(price.currency)
-        wallet = book.open_account(
-            ledger.wallet(device.device_id, price.currency), "wallet", price.currency, device.device_id
-        )
+        wallet = ledger.wallet(device.device_id, price.currency)
+        available = book.available_or_none(wallet)
+        if available is None:
+            book.open_account(wallet, "wallet", price.currency, device.device_id)
         try:
             debits = pricing.debits(
-                price, purses(session, book, device.device_id, price.currency, now), item.item_id
+                price,
+                purses(session, book, device.device_id, price.currency, now, available or 0),
+                item.item_id,
             )
-        except InsufficientFunds as exc:
+        except PricingShortfall as exc:
             raise InsufficientFundsError(f"balance minus holds cannot pay {price}") from exc
         order_id = "ord_" + secrets.token_urlsafe(18)
         ke, salt = os.urandom(32), os.urandom(32)
@@ -222,20 +235,19 @@ class OrderService:
         session.add(order)
         session.flush()
         book.post(
-            f"hold:{order_id}",
+            f"hold:{order_id}",  # a fresh order id: no earlier transaction can have it
             "hold",
             hold_legs(order_id, device.device_id, price, debits),
             pending=True,
             order_id=order_id,
+            fresh=True,
         )
         for debit in debits:
             if debit.credit_id is not None:
                 credit = session.get(CreditRow, debit.credit_id)
                 assert credit is not None
                 credit.held_by = order_id
-        book.require_covered(
-            [wallet] + [ledger.coupon(d.credit_id) for d in debits if d.purse == "coupon" and d.credit_id]
-        )
+        # the wallet's and coupons' CHECK constraint refused an overdraft while the holds were written
         session.flush()
         return order
 

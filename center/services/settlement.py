@@ -118,7 +118,7 @@ class SettlementService:
         now = self.c.now()
         self._check_counter(session, device, payment, order_id, now)
         price = Money(amount=order.price_amount, currency=order.currency)
-        credits = self._credits(session, order, payment.debits)
+        credits = self._credits(session, order, payment)
         book = ledger.Ledger(session, now)
         planned = {(leg.debit, leg.amount) for leg in _legs(order, price, payment.debits)}
         holds = book.open_holds(f"hold:{order_id}")
@@ -180,10 +180,11 @@ class SettlementService:
             device.updated_at = now
 
     @staticmethod
-    def _credits(session: Session, order: OrderRow, debits: tuple[Debit, ...]) -> list[CreditRow]:
-        """The coupons and tickets the payment spends, each checked to be this device's and still unspent."""
+    def _credits(session: Session, order: OrderRow, payment: Payment) -> list[CreditRow]:
+        """The coupons and tickets the payment spends, each checked to be this device's, unspent, and
+        unexpired at the payment's `iat` (the device's time floor when it paid)."""
         found = []
-        for debit in debits:
+        for debit in payment.debits:
             if debit.credit_id is None:
                 continue
             credit = session.get(CreditRow, debit.credit_id)
@@ -194,6 +195,7 @@ class SettlementService:
                 or credit.redeemed_at is None
                 or credit.spent_by is not None
                 or credit.held_by not in (None, order.order_id)
+                or credit.exp <= payment.iat
             ):
                 raise InvalidPaymentError(f"credit {debit.credit_id} cannot pay this order")
             if credit.kind == "ticket" and credit.item_id != order.item_id:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from device_os.core.body import OutboxEntry
 from device_os.core.device import Phase
 from device_os.settings import RootPinning
 from protocol.messages import Jwk
@@ -125,3 +126,26 @@ class EnrollmentAnswer(_Response):
 
 class StatementAnswer(_Response):
     statement: str  # a `coffer-statement` JWS signed by the payment key in the TPM
+
+
+class LibraryItem(_Response):
+    """One owned item (public: no blob name, no wrapped key)."""
+
+    item_id: str
+    order_id: str
+    mode: Literal["now", "deferred"]  # deferred: still the center's stream; re-encrypted at first open
+    length: int
+    sha256: str
+
+
+class LibraryAnswer(_Response):
+    items: list[LibraryItem]
+
+
+class ReceiptAnswer(_Response):
+    order_id: str
+    counter: int
+
+
+class OutboxAnswer(_Response):
+    entries: list[OutboxEntry]  # payments without a receipt, oldest counter first

@@ -18,9 +18,8 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from device_os.api.errors import ApiError
-from device_os.errors import DeviceError, PinLockout, WrongPin
-from device_os.tpm import Lockout, TpmError, TpmUnavailable
-from device_os.tpm import WrongPin as TpmWrongPin
+from device_os.errors import DeviceError, NotProvisioned, PinLockout, WrongPin
+from device_os.tpm import Lockout, TpmError, TpmNotProvisioned, TpmUnavailable, TpmWrongPin
 from protocol.errors import AttestationError, EncodingError, JwsError, ProtocolError
 from protocol.http.asgi import framework_problem, problem_response
 from protocol.problems import REGISTRY
@@ -48,6 +47,8 @@ def _device_error(exc: DeviceError) -> Response:
 
 
 def _tpm_error(exc: TpmError) -> Response:
+    if isinstance(exc, TpmNotProvisioned):  # the same condition, the same answer as the core's NotProvisioned
+        return _device_error(NotProvisioned("the device is not provisioned"))
     if isinstance(exc, TpmWrongPin):
         return problem_response("wrong-pin", "wrong PIN", tries_left=exc.tries_left)
     if isinstance(exc, Lockout):

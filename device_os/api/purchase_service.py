@@ -33,12 +33,12 @@ from starlette.requests import ClientDisconnect, Request
 
 from device_os.api.errors import ApiError
 from device_os.api.handoff import Handoff, HandoffClosed
+from device_os.core.answers import PurchaseAnswer
 from device_os.core.content import MAX_SEGMENT_SIZE
-from device_os.core.wallet import PurchaseAnswer, Wallet
+from device_os.core.wallet import Wallet
 from device_os.errors import ContentMismatch, CorruptContent, InvalidMessage, Locked
 from protocol import jws, stream
-from protocol.errors import JwsError, StreamError
-from protocol.errors import SegmentTooLarge as StreamSegmentTooLarge
+from protocol.errors import JwsError, SegmentTooLarge, StreamError
 from protocol.messages import Order
 
 PurchaseMode = Literal["now", "deferred"]
@@ -50,8 +50,10 @@ QUEUE_BATCHES = 4
 _LONGER = "the body is longer than the order's content stream"
 
 
-class SegmentTooLarge(ApiError):
-    """The order's or the stream's segment size exceeds the device's 1 MiB limit."""
+class SegmentSizeRefused(ApiError):
+    """The order's or the stream's segment size exceeds the device's 1 MiB limit (problem
+    `segment-too-large`). Named apart from `protocol.errors.SegmentTooLarge`, the stream reader's error it
+    translates."""
 
     slug = "segment-too-large"
 
@@ -79,15 +81,15 @@ def _verify(wallet: Wallet, order_jws: str, repurchase: bool) -> PurchaseAnswer 
     try:
         return wallet.verify_order(order_jws, repurchase=repurchase)
     except CorruptContent as exc:  # the only content judgement before the body: the order's segment size
-        raise SegmentTooLarge(f"the order's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+        raise SegmentSizeRefused(f"the order's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
 
 
 def check_header(head: bytes, order: Order) -> None:
     """The stream's 42-byte header must parse and name the order's AEAD and segment size."""
     try:
         header = stream.Header.parse(head, max_segment_size=MAX_SEGMENT_SIZE)
-    except StreamSegmentTooLarge as exc:
-        raise SegmentTooLarge(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+    except SegmentTooLarge as exc:
+        raise SegmentSizeRefused(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
     except StreamError as exc:
         raise CorruptContent(f"content stream: {type(exc).__name__}") from exc
     if header.aead != order.aead or header.segment_size != order.segment_size:
@@ -162,8 +164,8 @@ def _stage_and_commit(
     try:
         staged = wallet.stage(order, chunks, mode, order_jws=order_jws)
     except CorruptContent as exc:
-        if isinstance(exc.__cause__, StreamSegmentTooLarge):  # pragma: no cover - the header check ran first
-            raise SegmentTooLarge(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
+        if isinstance(exc.__cause__, SegmentTooLarge):  # pragma: no cover - the header check ran first
+            raise SegmentSizeRefused(f"the stream's segment size exceeds {MAX_SEGMENT_SIZE} bytes") from exc
         raise
     return wallet.commit_purchase(order_jws, staged, repurchase=repurchase)
 
@@ -207,7 +209,7 @@ async def import_purchase(
 __all__ = [
     "BATCH_BYTES",
     "QUEUE_BATCHES",
-    "SegmentTooLarge",
+    "SegmentSizeRefused",
     "UploadAborted",
     "check_header",
     "import_purchase",

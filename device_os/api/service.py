@@ -1,5 +1,6 @@
-"""The service behind the device API's routes: the device core plus what only the HTTP layer knows
-(bearer tokens, the RAM-check PIN strikes as `tries_left`, TPM credential activation).
+"""The service behind the device API's routes: the device core plus what only the HTTP layer knows (bearer
+tokens, the answers' shapes). Every route goes route -> this service (or `purchase_service` / `streaming`
+for the streamed bodies) -> the core (`Device`, the `Wallet` it hands out); no route reads core state.
 
 Every method blocks (TPM, disk) and is called off the event loop (FastAPI runs `def` routes in its thread
 pool; the gate uses `anyio.to_thread`). The core serializes state changes on its own lock and the TPM
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -23,14 +23,21 @@ from device_os.api.models import (
     EnrollmentAnswer,
     Health,
     Identity,
+    LibraryAnswer,
+    LibraryItem,
+    OutboxAnswer,
+    ReceiptAnswer,
     SetupAnswer,
     UnlockAnswer,
 )
+from device_os.api.purchase_service import order_id_of
 from device_os.api.tokens import Tokens
-from device_os.core.device import PROVISIONED, RAM_PIN_STRIKES, Device, Phase
-from device_os.core.wallet import CreditAnswer, Wallet, WalletView
-from device_os.errors import Locked, NotProvisioned, Tampered, WrongPin
-from device_os.tpm import ProvisionedKeys, TpmError, TpmUnavailable
+from device_os.core.answers import CreditAnswer, WalletView
+from device_os.core.body import LibraryEntry
+from device_os.core.device import Device, Phase
+from device_os.core.wallet import Wallet
+from device_os.errors import Locked, Tampered, WrongPin
+from device_os.tpm import TpmError, TpmUnavailable
 from protocol.b64 import b64url_decode, b64url_encode
 from protocol.errors import EncodingError
 from protocol.keys import public_key_from_jwk, public_key_to_pem
@@ -43,8 +50,6 @@ class DeviceService:
         self.device = device
         self.tokens = tokens or Tokens()
         self.software_version = software_version
-        self._strikes = 0  # wrong PINs in a row checked against RAM in this unlock session
-        self._strikes_lock = threading.Lock()
         self._ek_public: bytes | None = None
 
     # -- public routes ------------------------------------------------------------------------------------
@@ -62,7 +67,7 @@ class DeviceService:
     def identity(self) -> Identity:
         ident: dict[str, Any] = self.device.identity()  # NotSetUp before setup (409)
         if self._ek_public is None:
-            self._ek_public = self.device.tpm.ek_public()
+            self._ek_public = self.device.ek_public()
         certificate = x509.load_der_x509_certificate(base64.b64decode(ident["ek_certificate"], validate=True))
         certify = ident["certify"]
         return Identity(
@@ -90,7 +95,8 @@ class DeviceService:
 
     def unlock(self, pin: str) -> UnlockAnswer:
         """Locked: the TPM checks the PIN (its DA counter gives tries_left). Unlocked: the core checks it
-        against RAM (no TPM try spent); three wrong in a row lock the device and end every token."""
+        against RAM (no TPM try spent; the core counts the strikes); three wrong in a row lock the device and
+        end every token."""
         self.check_idle()
         if self.device.needs_recovery:
             self._recover()
@@ -98,14 +104,13 @@ class DeviceService:
         try:
             self.device.unlock(pin)
             wallet = self.device.wallet()
-        except WrongPin as exc:
-            if not was_unlocked:
-                raise
-            raise self._ram_strike() from exc
+        except WrongPin:
+            if was_unlocked:
+                self._locked_by_strikes()
+            raise
         except Locked:
             self._locked()
             raise
-        self._reset_strikes()
         return UnlockAnswer(
             token=self.tokens.issue(wallet), auto_lock_seconds=self.device.settings.auto_lock_seconds
         )
@@ -143,9 +148,9 @@ class DeviceService:
     def change_pin(self, old_pin: str, new_pin: str) -> None:
         try:
             self.device.change_pin(old_pin, new_pin)
-        except WrongPin as exc:
-            raise self._ram_strike() from exc
-        self._reset_strikes()
+        except WrongPin:
+            self._locked_by_strikes()
+            raise
 
     def activate(self, credential_blob: str, encrypted_secret: str) -> ActivateAnswer:
         """Flow 3: TPM2_ActivateCredential with the attestation key and the EK; answers the secret."""
@@ -153,17 +158,12 @@ class DeviceService:
             blob, secret = b64url_decode(credential_blob), b64url_decode(encrypted_secret)
         except EncodingError as exc:
             raise ActivationFailed("credential_blob and encrypted_secret must be base64url") from exc
-        path = self.device.data_dir / PROVISIONED
-        if not path.is_file():
-            raise NotProvisioned("the device is not provisioned")
-        ak = ProvisionedKeys.from_bytes(path.read_bytes()).ak
-        with self.device.lock_:
-            try:
-                recovered = self.device.tpm.activate_credential(ak, blob, secret)
-            except TpmUnavailable:
-                raise
-            except TpmError as exc:
-                raise ActivationFailed("the TPM refused the credential") from exc
+        try:
+            recovered = self.device.activate_credential(blob, secret)  # NotProvisioned before provisioning
+        except TpmUnavailable:
+            raise
+        except TpmError as exc:
+            raise ActivationFailed("the TPM refused the credential") from exc
         return ActivateAnswer(secret=b64url_encode(recovered))
 
     def enroll(self, wallet: Wallet, enrollment: str, root_jwk: dict[str, str]) -> EnrollmentAnswer:
@@ -186,6 +186,36 @@ class DeviceService:
     @staticmethod
     def statement(wallet: Wallet, nonce: str) -> str:
         return wallet.statement(nonce)
+
+    @staticmethod
+    def apply_receipt(wallet: Wallet, receipt: str) -> ReceiptAnswer:
+        wallet.apply_receipt(receipt)
+        return ReceiptAnswer(order_id=order_id_of(receipt), counter=wallet.view().counter)
+
+    @staticmethod
+    def outbox(wallet: Wallet) -> OutboxAnswer:
+        return OutboxAnswer(entries=sorted(wallet.outbox(), key=lambda e: e.counter))
+
+    @staticmethod
+    def library(wallet: Wallet) -> LibraryAnswer:
+        entries = sorted(wallet.library(), key=lambda e: e.item_id)
+        return LibraryAnswer(
+            items=[
+                LibraryItem(
+                    item_id=e.item_id, order_id=e.order_id, mode=e.mode, length=e.length, sha256=e.sha256
+                )
+                for e in entries
+            ]
+        )
+
+    @staticmethod
+    def library_entry(wallet: Wallet, item_id: str) -> LibraryEntry:
+        """An owned item's entry (NotFound otherwise), for the content response (`streaming`)."""
+        return wallet.entry(item_id)
+
+    @staticmethod
+    def delete_item(wallet: Wallet, item_id: str) -> None:
+        wallet.delete_item(item_id)
 
     # -- auto-lock ----------------------------------------------------------------------------------------
     def busy(self) -> AbstractContextManager[None]:
@@ -214,19 +244,9 @@ class DeviceService:
 
     def _locked(self) -> None:
         self.tokens.revoke_all()
-        self._reset_strikes()
 
-    def _reset_strikes(self) -> None:
-        with self._strikes_lock:
-            self._strikes = 0
-
-    def _ram_strike(self) -> WrongPin:
-        """A wrong PIN the core checked against RAM: tries_left counts down to the lock (3, 2, 1, 0)."""
-        with self._strikes_lock:
-            self._strikes += 1
-            left = max(0, RAM_PIN_STRIKES - self._strikes)
+    def _locked_by_strikes(self) -> None:
+        """After a wrong PIN while unlocked: if the core locked (the third in a row), every token ends."""
         if self.device.phase() is not Phase.UNLOCKED:
             log.warning("three wrong PINs in a row: the device locked; every token revoked")
             self._locked()
-            left = 0
-        return WrongPin(left)

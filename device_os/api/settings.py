@@ -8,7 +8,8 @@ merges them explicitly, so tests pass their own environment instead of mutating 
     COFFER_DEVICE_DATA_DIR=/var/lib/coffer
     COFFER_DEVICE_TCTI=device:/dev/tpmrm0
     COFFER_DEVICE_AUTO_LOCK_MINUTES=15          # or COFFER_DEVICE_AUTO_LOCK_SECONDS=900; 0 disables
-    COFFER_DEVICE_PINNED_ROOT_FINGERPRINT=<64 hex>   # empty or absent: pin on first use (the demo)
+    COFFER_DEVICE_PINNED_ROOT_FINGERPRINT=<64 hex>   # empty or absent: enrollment refused, unless
+    COFFER_DEVICE_TRUST_FIRST_CENTER=1               # (demo, tests) pins the first center's root
 """
 
 from __future__ import annotations

@@ -31,10 +31,11 @@ from device_os.core import fsio, statedoc
 from device_os.core.aead import AeadName, resolve
 from device_os.core.body import StateBody
 from device_os.core.content import ContentStore
-from device_os.core.faults import FaultHook
+from device_os.core.faults import FaultHook, installed
+from device_os.core.kernel import Session
 from device_os.core.keys import KeyDirectory, KeyFiles
 from device_os.core.store import Recovery, StateStore
-from device_os.core.wallet import Session, Wallet
+from device_os.core.wallet import Wallet
 from device_os.errors import (
     AlreadySetUp,
     Locked,
@@ -46,8 +47,7 @@ from device_os.errors import (
     WrongPin,
 )
 from device_os.settings import DeviceSettings
-from device_os.tpm import KemKey, KeyBlob, Lockout, PaymentKey, ProvisionedKeys, Tpm, TpmError
-from device_os.tpm import WrongPin as TpmWrongPin
+from device_os.tpm import KemKey, KeyBlob, Lockout, PaymentKey, ProvisionedKeys, Tpm, TpmError, TpmWrongPin
 from protocol.b64 import b64url_encode
 from protocol.keys import device_id_for, jwk_from_public_key, public_key_to_pem
 
@@ -99,17 +99,18 @@ class Device:
         tpm: Tpm,
         *,
         clock: Callable[[], float] = time.monotonic,
+        faults: FaultHook | None = None,
     ) -> None:
         self.settings = settings
         self.tpm = tpm
-        self.faults = FaultHook(settings.fault)
+        self.faults = faults if faults is not None else installed()  # TEST-ONLY seam (core/faults.py)
         self._clock = clock
         data = settings.data_dir
         self.data_dir = data
         self.keydir = KeyDirectory(data, self.faults)
         self.content = ContentStore(data / CONTENT, self.faults)
         self.store = StateStore(data, tpm_counter(tpm), self.faults)
-        self.lock_ = self.store.lock
+        self.commit_lock = self.store.commit_lock
         self._provisioned: ProvisionedKeys | None = None
         self._device_id: str | None = None
         self._recovery: Recovery | None = None
@@ -126,11 +127,11 @@ class Device:
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: DeviceSettings) -> Device:
-        """Open the TPM, run start-up recovery, classify the device."""
+    def open(cls, settings: DeviceSettings, *, faults: FaultHook | None = None) -> Device:
+        """Open the TPM, run start-up recovery, classify the device. `faults`: tests only."""
         tpm = Tpm.open(settings.tcti)
         try:
-            device = cls(settings, tpm)
+            device = cls(settings, tpm, faults=faults)
             device.start()
         except BaseException:
             tpm.close()
@@ -152,7 +153,7 @@ class Device:
 
     def provision(self) -> ProvisionedKeys:
         """Flow 1 (first boot, idempotent): TPM keys, NV counter, DA parameters; `provisioned.json`."""
-        with self.lock_:
+        with self.commit_lock:
             self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             existing = self._load_provisioned()
             keys = self.tpm.provision(existing)
@@ -163,7 +164,7 @@ class Device:
 
     def start(self) -> DeviceStatus:
         """Start-up: header recovery of `state`, then of `setup.next/` and `pin.next/`; classify."""
-        with self.lock_:
+        with self.commit_lock:
             with contextlib.suppress(TpmError):
                 self.lock()
             self._drop_session()
@@ -245,10 +246,14 @@ class Device:
 
     def activate_credential(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
         """Flow 3: TPM2_ActivateCredential with the attestation key and the EK (no PIN; set up or not)."""
-        with self.lock_:
+        with self.commit_lock:
             if self._provisioned is None:
                 raise NotProvisioned("the device is not provisioned")
             return self.tpm.activate_credential(self._provisioned.ak, credential_blob, encrypted_secret)
+
+    def ek_public(self) -> bytes:
+        """The EK's marshalled TPM2B_PUBLIC (the center's MakeCredential input)."""
+        return self.tpm.ek_public()
 
     def aead(self) -> AeadName:
         value = self.identity()["aead"]
@@ -261,7 +266,7 @@ class Device:
         """Flow 2: PIN-bound KEM and payment keys, the DEK sealed under the PIN, certify evidence, the empty
         state."""
         auth = check_pin(pin)
-        with self.lock_:
+        with self.commit_lock:
             phase = self.phase()
             if phase is Phase.NOT_PROVISIONED:
                 raise NotProvisioned("the device is not provisioned")
@@ -330,18 +335,21 @@ class Device:
         return max(0, da.max_tries - da.failed_tries)
 
     def _ram_strike(self) -> WrongPin:
+        """A wrong PIN checked against RAM while unlocked (the one count of them): `tries_left` counts down
+        to the lock (2, 1, 0); the third in a row locks. The TPM's tries are untouched."""
         self._strikes += 1
-        if self._strikes >= RAM_PIN_STRIKES:
+        left = max(0, RAM_PIN_STRIKES - self._strikes)
+        if left == 0:
             log.warning("three wrong PINs in a row while unlocked: locking")
             self.lock()
-        return WrongPin(self._tries_left())
+        return WrongPin(left)
 
     def unlock(self, pin: str) -> None:
         """Unseal the DEK with the PIN, load the hot keys, decrypt the state (first time: check + collect).
 
         Already unlocked: the PIN is checked against RAM (never the TPM); three wrong in a row lock.
         """
-        with self.lock_:
+        with self.commit_lock:
             phase = self.phase()
             if phase is Phase.UNLOCKED:
                 self._check_idle()
@@ -384,7 +392,7 @@ class Device:
     def _open_session(self, pin: str, dek: bytes, kem: KemKey, payer: PaymentKey) -> None:
         """The rest of an unlock once the DEK is unsealed and the hot keys loaded: decrypt and check the
         state, collect orphans at the first unlock, hold the session."""
-        with self.lock_:
+        with self.commit_lock:
             if self._tamper is not None:
                 raise Tampered(self._tamper)
             aead = self.aead()
@@ -439,7 +447,7 @@ class Device:
 
     def lock(self) -> None:
         """Drop the DEK and the wallet from RAM and unload the hot keys."""
-        with self.lock_:
+        with self.commit_lock:
             was_unlocked = self._wallet is not None
             self._drop_session()
             if was_unlocked:
@@ -450,7 +458,7 @@ class Device:
     def change_pin(self, old_pin: str, new_pin: str) -> None:
         """Check the old PIN against RAM; reseal the DEK, re-auth the KEM and payment keys into `pin.next/`;
         swap."""
-        with self.lock_:
+        with self.commit_lock:
             session = self._require_session()
             if not self._pin_matches(old_pin):
                 raise self._ram_strike()
@@ -515,7 +523,7 @@ class Device:
 
     def check_idle(self) -> bool:
         """Lock if idle past the timeout (the HTTP layer calls this periodically); True if it locked."""
-        with self.lock_:
+        with self.commit_lock:
             return self._check_idle()
 
     def _require_session(self) -> Session:
@@ -531,7 +539,7 @@ class Device:
 
     def wallet(self) -> Wallet:
         """The unlocked device's wallet (resets the idle timer); Locked / Tampered / NotSetUp otherwise."""
-        with self.lock_:
+        with self.commit_lock:
             self._require_session()
             assert self._wallet is not None
             self.touch()

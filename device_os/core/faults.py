@@ -1,8 +1,11 @@
-"""The fault hook: TEST-ONLY. Inert unless configured; never set on a real device.
+"""The fault hook: TEST-ONLY. Inert unless a test arms it; nothing the product reads (no setting, no
+environment variable, no config file line) can arm it.
 
-A spec `STEP` or `STEP@N` (setting `fault`, env `COFFER_DEVICE_FAULT`) makes the process SIGKILL itself
-the N-th time (default 1st) execution passes the named step. The power-cut campaign (tests/device/) uses it to
-cut power exactly at each step of the commit protocol and of the content store; nothing else should.
+A `FaultHook("STEP")` or `FaultHook("STEP@N")` makes the process SIGKILL itself the N-th time (default 1st)
+execution passes the named step. The power-cut campaign (tests/device/) uses it to cut power exactly at each
+step of the commit protocol and of the content store; nothing else should. Two seams, both used only by tests:
+`Device(..., faults=FaultHook(spec))`, and `install(hook)` before the device opens (a test launcher in a child
+process: tests/support/faultsite/sitecustomize.py for `python -m device_os serve`).
 """
 
 from __future__ import annotations
@@ -65,3 +68,14 @@ class FaultHook:
 
 
 NO_FAULTS = FaultHook()
+_installed = NO_FAULTS
+
+
+def install(hook: FaultHook) -> None:
+    """TEST-ONLY: the hook a `Device` built without an explicit one uses (set before it opens)."""
+    global _installed
+    _installed = hook
+
+
+def installed() -> FaultHook:
+    return _installed

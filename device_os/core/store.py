@@ -1,6 +1,6 @@
 """The commit protocol and start-up recovery of the state (DESIGN.md "Device state and crash safety").
 
-Commit (one at a time, under `StateStore.lock`), from committed counter c:
+Commit (one at a time, under `StateStore.commit_lock`), from committed counter c:
     1. write `state.next` (header counter c+1), fsync it, fsync the directory
     2. TPM NV_Increment (the counter becomes c+1: the commit point), then NV_Read: anything but c+1 means
        another program moved the counter (tamper, reported in `tamper`)
@@ -65,7 +65,7 @@ class StateStore:
         self.next_path = directory / STATE_NEXT
         self._counter_source = counter
         self._faults = faults
-        self.lock = threading.RLock()
+        self.commit_lock = threading.RLock()
         self._committed: int | None = None  # the counter of `state` == the TPM counter, once consistent
         self._broken: str | None = None
         self._tpm_counter = -1  # unknown until recover()
@@ -75,7 +75,7 @@ class StateStore:
     # -- recovery -----------------------------------------------------------------------------------------
     def recover(self) -> Recovery:
         """Finish or discard an interrupted commit by headers; read the TPM counter once."""
-        with self.lock:
+        with self.commit_lock:
             tpm = self._counter_source.read()
             rolled = discarded = False
             next_counter = parse_header(fsio.read_prefix(self.next_path, HEADER_LENGTH))
@@ -123,7 +123,7 @@ class StateStore:
 
     def read(self) -> bytes:
         """The committed document's bytes."""
-        with self.lock:
+        with self.commit_lock:
             self.counter  # noqa: B018  (raises unless consistent)
             return self.state_path.read_bytes()
 
@@ -143,7 +143,7 @@ class StateStore:
         what the new state references must be durable by then (a purchase waits there for its blob). If it
         raises, `state.next` is removed and nothing is committed.
         """
-        with self.lock:
+        with self.commit_lock:
             if self._broken is not None:
                 raise Unavailable(self._broken)
             if self._tpm_counter < 0:

@@ -1,8 +1,8 @@
 """The TPM adapter: the only code in Coffer that imports tpm2_pytss (DESIGN.md "Keys", "TPM discipline").
 
     from device_os.tpm import (Tpm, KeyBlob, ProvisionedKeys, CertifyEvidence, DaStatus, KemKey, PaymentKey,
-                               TpmError, TpmUnavailable, NotProvisioned, ProvisioningConflict, BadBlob,
-                               KeyNotLoaded, WrongPin, Lockout)
+                               TpmError, TpmUnavailable, TpmNotProvisioned, ProvisioningConflict, BadBlob,
+                               KeyNotLoaded, TpmWrongPin, Lockout)
 
     tpm = Tpm.open(tcti, *, counter_index=COUNTER_INDEX, encrypt_sessions=True)
                                          # tcti: "swtpm:host=127.0.0.1,port=P" | "swtpm:path=S" |
@@ -27,12 +27,12 @@
     tpm.create_kem_key(pin) -> KeyBlob                          # P-256 ECDH, authValue = PIN, DA-protected
     tpm.create_payment_key(pin) -> KeyBlob                      # P-256 ECDSA, authValue = PIN, DA-protected
     tpm.seal(secret, pin) -> KeyBlob                            # KEYEDHASH sealed object (1..128 bytes)
-    tpm.unseal(blob, pin) -> bytes                              # WrongPin(tries_left) | Lockout(retry_after)
+    tpm.unseal(blob, pin) -> bytes                           # TpmWrongPin(tries_left) | Lockout(retry_after)
     tpm.change_auth(blob, old_pin, new_pin) -> KeyBlob          # TPM2_ObjectChangeAuth (same public part)
     tpm.certify(ak, key, nonce, pin=None) -> CertifyEvidence    # nonce <= 32 bytes; pin for a PIN-bound key
     tpm.activate_credential(ak, credential_blob, encrypted_secret) -> bytes
     kem, payer = tpm.load_hot_keys(kem_blob, payment_blob, pin) # both PIN-bound; loaded until unload / close
-                                         # (WrongPin / Lockout surface at the first exchange() / sign())
+                                         # (TpmWrongPin / Lockout surface at the first exchange() / sign())
         kem.public_key(); kem.exchange(ec.ECDH(), peer) -> 32-byte x   # exactly one TPM2_ECDH_ZGen
         payer.public_key(); payer.sign(data) -> 64-byte r||s          # exactly one TPM2_Sign (SHA-256 here)
     tpm.unload_hot_keys()
@@ -51,7 +51,19 @@ call reconnects, flushes leftovers and reloads hot keys on their next use). The 
 
 from __future__ import annotations
 
-from device_os.tpm.adapter import (
+from device_os.tpm.adapter import Tpm
+from device_os.tpm.errors import (
+    BadBlob,
+    KeyNotLoaded,
+    Lockout,
+    ProvisioningConflict,
+    TpmError,
+    TpmNotProvisioned,
+    TpmUnavailable,
+    TpmWrongPin,
+)
+from device_os.tpm.keys import KemKey, PaymentKey
+from device_os.tpm.templates import (
     COUNTER_INDEX,
     DA_LOCKOUT_RECOVERY,
     DA_MAX_TRIES,
@@ -59,19 +71,6 @@ from device_os.tpm.adapter import (
     EK_CERT_INDEX,
     EK_HANDLE,
     SRK_HANDLE,
-    KemKey,
-    PaymentKey,
-    Tpm,
-)
-from device_os.tpm.errors import (
-    BadBlob,
-    KeyNotLoaded,
-    Lockout,
-    NotProvisioned,
-    ProvisioningConflict,
-    TpmError,
-    TpmUnavailable,
-    WrongPin,
 )
 from device_os.tpm.types import DaStatus, KeyBlob, ProvisionedKeys
 from protocol.attestation import CertifyEvidence
@@ -91,12 +90,12 @@ __all__ = [
     "KeyBlob",
     "KeyNotLoaded",
     "Lockout",
-    "NotProvisioned",
     "PaymentKey",
     "ProvisionedKeys",
     "ProvisioningConflict",
     "Tpm",
     "TpmError",
+    "TpmNotProvisioned",
     "TpmUnavailable",
-    "WrongPin",
+    "TpmWrongPin",
 ]

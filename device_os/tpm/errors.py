@@ -3,16 +3,18 @@
     TpmError                  any TPM failure not listed below (.rc: the TSS2 return code, 0 if none)
     ├── TpmUnavailable        the TCTI cannot reach the TPM (swtpm down, /dev/tpmrm0 missing, I/O error)
     │                         or the TPM restarted under us; the adapter reconnects at the next call
-    ├── NotProvisioned        the storage root key, EK or NV counter is missing: run `provision()` first
+    ├── TpmNotProvisioned     the storage root key, EK or NV counter is missing: run `provision()` first
     ├── ProvisioningConflict  a handle or NV index we need holds something else, or the lockout authorization
     │                         was set by someone else with other dictionary-attack parameters
     ├── BadBlob               a key blob is malformed or does not belong under this TPM's storage root key
     ├── KeyNotLoaded          a hot key was used after unload_hot_keys() or close()
-    ├── WrongPin              (.tries_left) the TPM refused the PIN and counted a failure
+    ├── TpmWrongPin           (.tries_left) the TPM refused the PIN and counted a failure
     └── Lockout               (.retry_after seconds) dictionary-attack lockout: every PIN is refused until
                               then, even the right one
 
-`translate(exc)` maps a `TSS2_Exception`; callers write `raise translate(exc) from exc`.
+`translate(exc)` maps a `TSS2_Exception`; callers write `raise translate(exc) from exc`. The names carry `Tpm`
+where the device core has its own error for the same idea (`device_os.errors.WrongPin`, `NotProvisioned`): the
+core translates these; the device API answers both alike (wrong-pin 401; service-unavailable 503).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class TpmUnavailable(TpmError):
     """The TPM cannot be reached through the TCTI."""
 
 
-class NotProvisioned(TpmError):
+class TpmNotProvisioned(TpmError):
     """The TPM has not been provisioned (storage root key, EK or wallet counter missing)."""
 
 
@@ -68,7 +70,7 @@ class KeyNotLoaded(TpmError):
     """A hot key object was used after it was unloaded."""
 
 
-class WrongPin(TpmError):
+class TpmWrongPin(TpmError):
     """The TPM refused the PIN; `tries_left` more failures are allowed before lockout."""
 
     def __init__(self, tries_left: int, *, rc: int = RC_AUTH_FAIL) -> None:
@@ -104,7 +106,7 @@ def is_lockout(rc: int) -> bool:
 
 def translate(exc: BaseException, *, what: str = "TPM command") -> TpmError:
     """Map a TSS2_Exception (or a TCTI-level failure) to this tree. PIN errors need the DA state and are
-    built by the adapter (`WrongPin`, `Lockout`); here they come out as plain `TpmError` with their rc."""
+    built by the adapter (`TpmWrongPin`, `Lockout`); here they come out as plain `TpmError` with their rc."""
     rc = int(getattr(exc, "rc", 0) or 0)
     if rc == 0:
         return TpmError(f"{what} failed: {exc}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from terminal_cli.cli import app, command, device_app, session
 from terminal_cli.discovery import Board, find_boards, wait_for_board
 from terminal_cli.errors import DeviceLocked, DeviceTampered, TerminalError, UsageError
 from terminal_cli.render import View
+from terminal_cli.session import Session
 
 
 def _boards_view(boards: list[Board]) -> View:
@@ -164,6 +166,23 @@ def enroll() -> View:
     return View(data, draw)
 
 
+def _pinning(s: Session, center_root: str, check: Callable[[str, bool | None, str], None]) -> None:
+    """Does the board trust this center's root (DESIGN.md flow 3: pinned, or first use where allowed)?"""
+    health = s.health()
+    if health.root_pinning == "none":
+        reason = "no pinned root and no trust on first use: enrollment refused until its image names a root"
+        check("center root", False, reason)
+        return
+    if health.root_pinning == "pinned":
+        pinned = s.device.identity().get("pinned_root_fingerprint")
+        same = pinned == center_root
+        detail = "pinned to this center" if same else f"pinned to another center ({str(pinned)[:16]}…)"
+        check("center root", same, detail)
+        return
+    if health.root_pinning == "trust-first":
+        check("center root", True, "the board trusts the first center it enrolls with (demo and tests)")
+
+
 @command(app, "doctor")
 def doctor() -> View:
     """What is found, reachable, unlocked, enrolled and pinned, and why not."""
@@ -177,9 +196,9 @@ def doctor() -> View:
     check("config file", None, str(paths.config_file) + ("" if paths.config_file.exists() else " (absent)"))
     try:
         boards = find_boards()
-        check(
-            "USB boards", bool(boards), ", ".join(f"{b.device_id} at {b.url}" for b in boards) or "none found"
-        )
+        found = ", ".join(f"{b.device_id} at {b.url}" for b in boards) or "none found"
+        named = s.settings.device is not None  # --device / COFFER_DEVICE: discovery is not needed
+        check("USB boards", True if boards else (None if named else False), found)
     except Exception as exc:  # udev missing (macOS, Windows, containers) is a finding here
         check("USB boards", None, f"discovery unavailable: {exc}")
     try:
@@ -221,6 +240,7 @@ def doctor() -> View:
             f"{center.base_url}, key set v{known.version}, root {known.root_fingerprint[:16]}…",
         )
         if s._health is not None and s._health.device_id:
+            _pinning(s, known.root_fingerprint, check)
             has = config.read_secret(s.center_token_path(s._health.device_id)) is not None
             check("center token", has, "stored" if has else "none: `terminal_cli enroll`")
             pending = list(s.journal().pending(s._health.device_id))

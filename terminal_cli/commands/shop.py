@@ -142,25 +142,33 @@ def preview(
 
 
 class _RichReporter:
-    """Rich progress on stderr: one line per step, a bar for the center → device stream."""
+    """Rich progress on stderr: one line per step, a bar for the center → device stream (drawn only once
+    there is something to show, so a command that streams nothing leaves no blank line)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
         self.task: Any = None
+        self.started = False
+
+    def _live(self) -> Progress:
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        return self.progress
 
     def step(self, text: str) -> None:
         self.progress.console.print(f"  [green]✓[/] {render.escape(text)}")
 
     def transfer(self, total: int, text: str) -> Callable[[int], None]:
+        progress = self._live()
         if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(text, total=total)
-        task = self.task
+            progress.remove_task(self.task)
+        task = self.task = progress.add_task(text, total=total)
 
         def advance(n: int) -> None:
-            self.progress.advance(task, n)
-            if self.progress.tasks[-1].completed >= total:
-                self.progress.update(task, description="device: checking SHA-256, committing (TPM)")
+            progress.advance(task, n)
+            if progress.tasks[-1].completed >= total:
+                progress.update(task, description="device: checking SHA-256, committing (TPM)")
 
         return advance
 
@@ -180,8 +188,12 @@ def _reporter() -> Iterator[Reporter]:
         DownloadColumn(),
         TransferSpeedColumn(),
     )
-    with Progress(*columns, console=render.err, transient=True) as progress:
-        yield _RichReporter(progress)
+    reporter = _RichReporter(Progress(*columns, console=render.err, transient=True))
+    try:
+        yield reporter
+    finally:
+        if reporter.started:
+            reporter.progress.stop()
 
 
 def _open_to(item: str, output: str) -> dict[str, Any]:

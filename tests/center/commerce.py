@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
 
 from center.api.app import create_app
 from center.db import tx
@@ -25,7 +25,7 @@ from protocol.b64 import b64url_decode, b64url_encode
 from protocol.keys import device_id_for
 from protocol.messages import Jwk, Order, Payment, Receipt, Statement, message_hash
 from protocol.pricing import Purses
-from tests.center.conftest import _ENGINES, AppClient
+from tests.center.conftest import _ENGINES, AppClient, Postgres
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -83,6 +83,7 @@ class SoftDevice:
         debits: tuple[pricing.Debit, ...] | None = None,
         signer: ec.EllipticCurvePrivateKey | None = None,
         order_id: str | None = None,
+        iat: int | None = None,
     ) -> str:
         """The sealed payment for an order, as the device's outbox holds it (base64url)."""
         order = jws.verify(order_jws, Order, keys=commerce.keys.signing.public_key(), now=0)
@@ -95,7 +96,7 @@ class SoftDevice:
         token = jws.sign(
             Payment(
                 iss=self.device_id,
-                iat=order.iat,
+                iat=order.iat if iat is None else iat,
                 order_id=order.order_id,
                 order_hash=message_hash(order_jws),
                 device_id=self.device_id,
@@ -199,3 +200,15 @@ def problem(r: Any, slug: str, status: int) -> None:
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/problem+json"), r.headers
     assert json.loads(r.text)["type"] == f"urn:coffer:problem:{slug}", r.text
+
+
+def fresh_database(postgres: Postgres) -> str:
+    """A new, empty database on the session's PostgreSQL server; returns its URL."""
+    name = "coffer_" + secrets.token_hex(6)
+    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        admin.dispose()
+    return postgres.url.rsplit("/", 1)[0] + "/" + name

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -15,7 +17,7 @@ from center.services.catalog import CatalogService
 from center.settings import CenterSettings
 from protocol.pricing import Purses
 from tests.center.commerce import Center, problem
-from tests.center.conftest import Media, add
+from tests.center.conftest import Media, add, live_center
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -159,3 +161,15 @@ def test_statements(center: Center, media: Media, catalog: CatalogService) -> No
     r = center.client.request("POST", "/v1/statements", json={"statement": truncated}, headers=device.headers)
     assert r.status_code == 422
     assert center.ledger_state() == before
+
+
+@pytest.mark.integration
+def test_serve_warns_when_enrollment_is_unattested(tmp_path: Path) -> None:
+    with live_center(
+        tmp_path / "c", "--allow-unattested", "--welcome-credit", "500", "--max-unpaid", "3"
+    ) as server:
+        assert httpx.get(server.url + "/v1/health").status_code == 200
+    log = server.log.read_text()
+    assert "--allow-unattested: EK certificate chains are NOT checked" in log
+    code = main(["serve", "--data", str(tmp_path / "d"), "--ek-ca", str(tmp_path / "missing.pem")])
+    assert code == 1  # an unreadable EK CA file stops the start (one line on stderr)

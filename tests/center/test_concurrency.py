@@ -4,7 +4,6 @@ balance minus holds below zero (PostgreSQL with two processes, and SQLite WAL wi
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,28 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from center import ledger
 from center.db import tx
 from center.db.commerce import LedgerTransfer, LedgerTxn
 from center.settings import CenterSettings
-from tests.center.commerce import Center, SoftDevice
+from tests.center.commerce import Center, SoftDevice, fresh_database
 from tests.center.conftest import Media, Postgres, add, catalog_for, live_center
 
 pytestmark = pytest.mark.integration
 PRICE = 300
-
-
-def fresh_database(postgres: Postgres) -> str:
-    name = "coffer_" + secrets.token_hex(6)
-    admin = create_engine(postgres.url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return postgres.url.rsplit("/", 1)[0] + "/" + name
 
 
 def setup_center(data: Path, media: Media, database_url: str | None) -> tuple[Center, str]:

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from center.db import tx
-from center.db.commerce import Device, WelcomeGrant
+from center.db.commerce import Device, EnrollmentChallenge, WelcomeGrant
 from center.services.catalog import CatalogService
+from center.services.enrollment import MAX_OPEN
 from center.settings import CenterSettings
 from protocol.b64 import b64url_decode, b64url_encode
 from tests.center.commerce import Center, problem
@@ -202,3 +203,36 @@ def test_a_reflashed_board_cannot_rebind_until_reset(
         assert center.balance(f"wallet:{device_id}:JPY") == WELCOME  # reset moved no money, granted none
     finally:
         reflashed.stop()
+
+
+def test_a_second_device_on_the_same_tpm_gets_no_second_welcome_credit(
+    center: Center, device: LiveDevice, swtpm: SwtpmInstance, tmp_path: Path
+) -> None:
+    token = device.unlock()
+    first = enroll(center, device, token)
+    assert first.status_code == 200
+    assert first.json()["welcome_credit"] is not None
+    device.stop()  # one device service per TPM at a time
+    other = LiveDevice(make_settings(tmp_path / "other", swtpm.tcti), FakeClock()).start()
+    try:
+        other.setup()
+        identity = other.identity()
+        assert identity["device_id"] != first.json()["device_id"]  # a new attestation key, the same EK
+        second = enroll(center, other, other.unlock(), identity)
+        assert second.status_code == 200, second.text
+        assert second.json()["welcome_credit"] is None
+        assert center.balance(f"wallet:{identity['device_id']}:JPY") == 0
+        assert center.balance(f"wallet:{first.json()['device_id']}:JPY") == WELCOME
+        assert center.report()["checks"]["ok"]
+    finally:
+        other.stop()
+
+
+def test_replayed_identities_keep_few_open_challenges(center: Center, device: LiveDevice) -> None:
+    token = device.unlock()
+    identity = device.identity()
+    for _ in range(10):  # the identity is public: anyone may replay it
+        assert center.client.request("POST", "/v1/devices", json=identity).status_code == 201
+    with tx.read(center.commerce.sessions) as session:
+        assert session.scalar(select(func.count()).select_from(EnrollmentChallenge)) == MAX_OPEN
+    assert enroll(center, device, token, identity).status_code == 200  # the newest still activates

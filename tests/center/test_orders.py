@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,8 @@ from center.services.catalog import CatalogService
 from center.settings import CenterSettings
 from protocol import stream
 from protocol.pricing import Coupon, Debit, Purses, Ticket
-from tests.center.commerce import Center, decrypt, problem, verify_receipt
-from tests.center.conftest import add
+from tests.center.commerce import Center, decrypt, fresh_database, problem, verify_receipt
+from tests.center.conftest import add, catalog_for
 
 PRICE = 500
 
@@ -32,9 +33,29 @@ def blob(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def database(request: pytest.FixtureRequest, make_settings: Any) -> CenterSettings:
+    """The same tests on SQLite (WAL) and on a fresh database of the session's real PostgreSQL."""
+    if request.param == "sqlite":
+        settings: CenterSettings = make_settings()
+    else:
+        settings = make_settings(database_url=fresh_database(request.getfixturevalue("postgres")))
+    return settings
+
+
 @pytest.fixture
-def center(settings: CenterSettings, catalog: CatalogService) -> Center:
-    return Center(settings)
+def catalog(database: CenterSettings) -> CatalogService:
+    return catalog_for(database)
+
+
+@pytest.fixture
+def settings(database: CenterSettings) -> CenterSettings:
+    return database
+
+
+@pytest.fixture
+def center(database: CenterSettings, catalog: CatalogService) -> Center:
+    return Center(database)
 
 
 @pytest.fixture
@@ -184,6 +205,20 @@ def test_payment_refusals_leave_the_ledger(center: Center, item: str) -> None:
         "invalid-payment",
         422,
     )
+    assert center.ledger_state() == before
+    from center.services.credits import CreditService, NewCredit
+
+    code, _ = CreditService(c).issue(NewCredit(device.device_id, "coupon", PRICE, "JPY", expires_days=1))
+    r = center.client.request(
+        "POST",
+        "/v1/credits/redeem",
+        json={"code": code, "device_id": device.device_id},
+        headers=device.headers,
+    )
+    late = (Debit(purse="coupon", credit_id=r.json()["credit_id"], amount=PRICE),)
+    sealed = device.payment(c, first["order"], debits=late, iat=r.json()["exp"])  # the coupon expired at iat
+    problem(center.pay(device, first["order_id"], sealed), "invalid-payment", 422)
+    before = center.ledger_state()
     bogus = (Debit(purse="coupon", credit_id="cr_nothing", amount=PRICE),)
     problem(
         center.pay(device, first["order_id"], device.payment(c, first["order"], debits=bogus)),

@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-from tests.center.conftest import _dispose_engines, media  # noqa: F401 - fixtures re-used
+from tests.center.conftest import _dispose_engines, media, postgres  # noqa: F401 - fixtures re-used

@@ -18,6 +18,7 @@ import pytest
 
 from center.__main__ import main
 from center.settings import CenterSettings
+from tests.center.commerce import fresh_database
 from tests.center.conftest import Media, add, catalog_for, live_center
 from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
 from tests.support.swtpm import SwtpmInstance
@@ -48,16 +49,28 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
     return out
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "sqlite" else fresh_database(request.getfixturevalue("postgres"))
+
+
 def test_enroll_redeem_order_pay_receipt(
-    device: LiveDevice, swtpm: SwtpmInstance, tmp_path: Path, media: Media, capsys: pytest.CaptureFixture[str]
+    device: LiveDevice,
+    swtpm: SwtpmInstance,
+    tmp_path: Path,
+    media: Media,
+    capsys: pytest.CaptureFixture[str],
+    database_url: str | None,
 ) -> None:
     data = tmp_path / "center"
-    item = add(catalog_for(CenterSettings(data_dir=data)), media.pdf, title="Paper", price=PRICE)
+    db = ["--database-url", database_url] if database_url else []
+    settings = CenterSettings(data_dir=data, **({"database_url": database_url} if database_url else {}))
+    item = add(catalog_for(settings), media.pdf, title="Paper", price=PRICE)
     plaintext = media.pdf.read_bytes()
     token = device.unlock()
     dev = device.client
     with (
-        live_center(data, "--ek-ca", str(swtpm.ca_bundle), "--welcome-credit", str(WELCOME)) as server,
+        live_center(data, "--ek-ca", str(swtpm.ca_bundle), "--welcome-credit", str(WELCOME), *db) as server,
         httpx.Client(base_url=server.url, timeout=60) as center,
     ):
         # flow 3: enrollment, two round trips relayed by the "terminal"
@@ -99,6 +112,7 @@ def test_enroll_redeem_order_pay_receipt(
                 "JPY",
                 "--data",
                 str(data),
+                *db,
                 "--json",
             )
         )
@@ -173,7 +187,7 @@ def test_enroll_redeem_order_pay_receipt(
         assert reconciled["matches"] is True, reconciled
 
         # malformed relays: 4xx problem+json, no ledger change
-        before = json.loads(cli(capsys, "ledger", "report", "--data", str(data), "--json"))
+        before = json.loads(cli(capsys, "ledger", "report", "--data", str(data), *db, "--json"))
         second = ok(
             center.post(
                 "/v1/orders",
@@ -182,7 +196,7 @@ def test_enroll_redeem_order_pay_receipt(
             ),
             201,
         )
-        before = json.loads(cli(capsys, "ledger", "report", "--data", str(data), "--json"))
+        before = json.loads(cli(capsys, "ledger", "report", "--data", str(data), *db, "--json"))
         deep = "[" * 100_000 + "]" * 100_000
         for path, body in (
             (
@@ -202,7 +216,7 @@ def test_enroll_redeem_order_pay_receipt(
             "/v1/statements", content=deep, headers={**bearer, "Content-Type": "application/json"}
         )
         assert 400 <= r.status_code < 500, r.text
-        after = json.loads(cli(capsys, "ledger", "report", "--data", str(data), "--json"))
+        after = json.loads(cli(capsys, "ledger", "report", "--data", str(data), *db, "--json"))
         assert after == before
         assert after["checks"]["ok"]
         wallet = next(a for a in after["accounts"] if a["kind"] == "wallet")

@@ -1,6 +1,6 @@
 """A child process that runs the device core for the power-cut campaign and the fault tests.
 
-    python -m tests.device.driver      (settings from COFFER_DEVICE_* env, incl. the test-only FAULT)
+    python -m tests.device.driver      (settings from COFFER_DEVICE_* env; COFFER_TEST_FAULT arms the hook)
 
 Reads one JSON request per line on stdin, answers one JSON line on stdout *after* the operation returned
 (`{"ok": true, "result": ...}` or `{"ok": false, "error": <slug>, "kind": <class>, "detail": ...}`), so a
@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from device_os.core.device import Device
+from device_os.core.faults import FaultHook
 from device_os.errors import DeviceError
 from device_os.settings import DeviceSettings
 
@@ -94,7 +96,7 @@ def handle(device: Device, req: dict[str, Any]) -> Any:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     settings = DeviceSettings()
-    device = Device.open(settings)
+    device = Device.open(settings, faults=FaultHook(os.environ.get("COFFER_TEST_FAULT")))
     out = sys.stdout
     out.write(json.dumps({"ok": True, "result": "ready"}) + "\n")
     out.flush()

@@ -14,8 +14,9 @@ from device_os.core import statedoc
 from device_os.core.aead import AeadName
 from device_os.core.body import StateBody
 from device_os.core.content import ContentStore
+from device_os.core.kernel import Session
 from device_os.core.store import StateStore
-from device_os.core.wallet import Session, Wallet
+from device_os.core.wallet import Wallet
 from protocol.jws import SoftwareSigner
 from protocol.keys import device_id_for
 

@@ -54,9 +54,9 @@ class Driver:
             COFFER_DEVICE_TRUST_FIRST_CENTER="1",
             PYTHONPATH=str(REPO),
         )
-        env.pop("COFFER_DEVICE_FAULT", None)
+        env.pop("COFFER_TEST_FAULT", None)
         if fault:
-            env["COFFER_DEVICE_FAULT"] = fault
+            env["COFFER_TEST_FAULT"] = fault  # read by the driver (test code), never by device_os
         self._log = (log or data_dir.parent / "driver.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tests.device.driver"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -75,6 +76,15 @@ def test_power_cut_during_pin_change(swtpm: SwtpmInstance, tmp_path: Path, step:
     assert d.must("unlock", pin=pin_after)["failed_tries"] == tries  # the expected PIN works at once
     snap = d.must("inspect")
     assert {"pin.next", "keys.old"}.isdisjoint(snap["data_listing"])
+    # The KEM key moved with the PIN (issue 12 #7): a purchase unwraps with it, no wrong-PIN try spent.
+    center, device_id = TestCenter(), snap["body"]["device_id"]
+    d.must("enroll", enrollment=center.enrollment(device_id), root_jwk=center.root_jwk)
+    d.must("credit", credit=center.credit(device_id, amount=500))
+    kem = public_key_from_jwk(json.loads((data / "keys" / "identity.json").read_text())["kem_jwk"])
+    order, stream_bytes = center.order(device_id, kem, "x", 100, b"after a cut" * 1000)
+    (tmp_path / "stream").write_bytes(stream_bytes)
+    d.must("purchase", order=order, stream=str(tmp_path / "stream"))
+    assert d.must("status")["failed_tries"] == tries
     d.finish()
 
 

@@ -51,7 +51,7 @@ def test_a_failed_unlock_after_the_keys_loaded_leaves_nothing_resident(ready: De
     assert device.tpm._hot == []  # no hot key (with its PIN as auth) left in the adapter
     assert device._session is None
     assert device._pin_check is None
-    assert _secrets_reachable([device], PIN.encode(), None) == []
+    assert secrets_reachable([device], PIN.encode(), None) == []
 
 
 def test_an_open_stream_stops_decrypting_at_lock(ready: Device, center: TestCenter) -> None:
@@ -120,11 +120,11 @@ def test_after_lock_no_key_pin_or_dek_is_reachable(ready: Device, center: TestCe
     next(stream_in_flight)
     device.lock()
     assert device.tpm._hot == []
-    found = _secrets_reachable([device, wallet, device.tpm], PIN.encode(), dek)
+    found = secrets_reachable([device, wallet, device.tpm], PIN.encode(), dek)
     assert found == []
 
 
-def _secrets_reachable(roots: Iterable[object], pin: bytes, dek: bytes | None) -> list[str]:
+def secrets_reachable(roots: Iterable[object], pin: bytes, dek: bytes | None) -> list[str]:
     """What of the PIN, the DEK, a live stream cipher or a loaded key handle can be reached from `roots`
     through instance attributes and containers (classes, modules and functions are not followed)."""
     skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.CodeType)

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from device_os.core.wallet import PurchaseAnswer, StagedContent, Wallet
+from device_os.core.answers import PurchaseAnswer
+from device_os.core.purchase import StagedContent
+from device_os.core.wallet import Wallet
 from device_os.errors import (
     AlreadyOwned,
     ContentMismatch,

@@ -17,8 +17,8 @@ from device_os.api.app import create_app
 from device_os.api.problems import handle
 from device_os.api.settings import ServiceSettings
 from device_os.core.device import Device
-from device_os.errors import Conflict, NotSetUp, PinLockout, Unavailable, WrongPin
-from device_os.tpm import Lockout, TpmError, TpmUnavailable
+from device_os.errors import Conflict, NotProvisioned, NotSetUp, PinLockout, Unavailable, WrongPin
+from device_os.tpm import Lockout, TpmError, TpmNotProvisioned, TpmUnavailable, TpmWrongPin
 from protocol.errors import AttestationError, EncodingError, JwsError
 from protocol.problems import REGISTRY
 
@@ -53,6 +53,22 @@ def test_mapping(exc: Exception, slug: str) -> None:
     assert status == REGISTRY[slug].status == body["status"]
     assert headers["content-type"] == "application/problem+json"
     assert SECRET not in str(body)
+
+
+@pytest.mark.parametrize(
+    ("core", "tpm"),
+    [
+        (NotProvisioned("the device is not provisioned"), TpmNotProvisioned("no EK at 0x81010001")),
+        (WrongPin(4), TpmWrongPin(4)),
+    ],
+)
+def test_one_condition_one_answer_whichever_layer_raises_it(core: Exception, tpm: Exception) -> None:
+    """The core's error and the adapter's for the same condition give the same problem (before, a
+    `NotProvisioned` from the TPM adapter answered 500 and the core's 503)."""
+    core_status, core_body, core_headers = _map(core)
+    tpm_status, tpm_body, tpm_headers = _map(tpm)
+    assert (tpm_status, tpm_body["type"]) == (core_status, core_body["type"])
+    assert tpm_headers.get("retry-after") == core_headers.get("retry-after")
 
 
 def test_retry_after_headers() -> None:

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from device_os.api.settings import ConfigFileError, load_settings, parse_environment_file, parse_listen
+from device_os.core import faults
 
 FP = "ab" * 32
 
@@ -101,3 +102,15 @@ def test_trust_first_center_is_off_unless_set() -> None:
     assert s.root_pinning() == "pinned"  # a pinned root wins
     with pytest.raises(ValueError, match="trust_first_center"):
         load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d", "COFFER_DEVICE_TRUST_FIRST_CENTER": "maybe"})
+
+
+def test_nothing_the_device_reads_arms_the_fault_hook(tmp_path: Path) -> None:
+    """The test-only fault hook is no setting: neither coffer.conf nor the environment can arm it on a board
+    (before, `COFFER_DEVICE_FAULT` in the EnvironmentFile would SIGKILL the service mid-commit)."""
+    conf = tmp_path / "coffer.conf"
+    conf.write_text("COFFER_DEVICE_FAULT=after-write-next\n")
+    environ = {"COFFER_DEVICE_DATA_DIR": str(tmp_path), "COFFER_DEVICE_FAULT": "after-fsync-next"}
+    settings = load_settings(environ=environ, config_file=conf)
+    assert "fault" not in type(settings).model_fields
+    assert "after" not in settings.model_dump_json()
+    assert not faults.installed().armed

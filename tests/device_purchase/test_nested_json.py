@@ -63,3 +63,21 @@ def test_nested_json_in_a_jws_is_a_4xx_problem(shop: Shop, route: str, signer: s
     assert r.json()["type"] == "urn:coffer:problem:invalid-signature"
     assert shop.snapshot() == before
     assert shop.wallet()["counter"] == before.counter  # still serving
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/credits", "/v1/receipts", "/v1/enrollment", "/v1/activate", "/v1/pin", "/v1/unlock"]
+)
+def test_nested_json_request_body_is_a_4xx_problem(shop: Shop, path: str) -> None:
+    """`[[[[...` as the JSON body itself (not inside a JWS): FastAPI's parser refuses it, a problem."""
+    before = shop.snapshot()
+    tries = shop.live.failed_tries()
+    # ~6-7 KB: past the JSON decoder's recursion limit; routes whose body limit is smaller answer 413
+    for body in (b"[" * 3000 + b"]" * 3000, b'{"a":' * 1200 + b"1" + b"}" * 1200):
+        r = shop.live.client.post(
+            path, content=body, headers={**shop.headers, "Content-Type": "application/json"}
+        )
+        assert 400 <= r.status_code < 500, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+    assert shop.snapshot() == before
+    assert shop.live.failed_tries() == tries

@@ -20,6 +20,7 @@ from device_os.core.faults import COMMIT_STEPS, CONTENT_STEPS
 from protocol.keys import public_key_from_jwk
 from tests.device.center import TestCenter, chunks, verify_payment
 from tests.device_purchase.process import FUNDS, post_purchase, ready_process, wallet
+from tests.support.faults import fault_env
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration, pytest.mark.slow]
@@ -53,7 +54,7 @@ def test_power_cuts_during_streamed_purchases(swtpm: SwtpmInstance, tmp_path: Pa
         item = f"item{k}"
         content = os.urandom(rng.randint(100_000, 1_200_000))
         order, body = center.order(device.device_id, kem, item, PRICE, content, segment_size=SEG)
-        device.start(fault=where if isinstance(where, str) else None)
+        device.start(extra_env=fault_env(where) if isinstance(where, str) else None)
         device.unlock()
         with device.client(120) as client:
             if kind == "step":

@@ -18,7 +18,7 @@ from device_os.api.service import DeviceService
 from device_os.core.device import Phase
 from tests.device.center import TestCenter
 from tests.device_api.conftest import MakeLive
-from tests.device_api.live import LiveDevice
+from tests.device_api.live import PIN, LiveDevice
 from tests.device_purchase.shop import Shop, open_shop
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -121,3 +121,34 @@ def test_a_lock_during_an_upload_aborts_it_cleanly(quick_shop: Shop) -> None:
 
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_lock_cuts_an_open_content_stream_and_leaves_no_secret_in_the_service(quick_shop: Shop) -> None:
+    """Issue 12 #9 over HTTP: a download in progress stops at the next segment once the device locks (the
+    client gets a cut response, far short of the item); nothing the service holds reaches the DEK or PIN."""
+    from tests.device.test_lock import secrets_reachable
+
+    shop, live = quick_shop, quick_shop.live
+    content = os.urandom(32 * KIB * KIB)  # far more than the socket buffers between the two ends
+    shop.buy("film", content)
+    session = live.device._session
+    assert session is not None
+    dek = session.dek
+    sizes: list[int] = []
+    with (
+        httpx.Client(base_url=live.url, timeout=WAIT) as client,
+        client.stream("GET", "/v1/library/film/content", headers=shop.headers) as r,
+    ):
+        assert r.status_code == 200
+        pieces = r.iter_raw()
+        sizes.append(len(next(pieces)))
+        assert live.client.post("/v1/lock", headers=shop.headers).status_code == 204
+        with pytest.raises(httpx.HTTPError):  # the body ends before its Content-Length
+            _drain(pieces, sizes)
+    assert 0 < sum(sizes) < len(content)
+    assert secrets_reachable([_service(live)], PIN.encode(), dek) == []
+
+
+def _drain(pieces: Iterator[bytes], sizes: list[int]) -> None:
+    for piece in pieces:
+        sizes.append(len(piece))

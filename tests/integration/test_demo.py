@@ -40,6 +40,7 @@ def test_demo_ends_with_an_opened_purchase(tmp_path: Path) -> None:
         "redeem cc_",
         "catalog",
         "purchase itm_",
+        "open itm_",
         "wallet",
     ):
         assert f"terminal_cli {command}" in out
@@ -52,6 +53,7 @@ def test_demo_ends_with_an_opened_purchase(tmp_path: Path) -> None:
     assert "prepaid JPY         1000" in out  # 500 welcome + 1000 redeemed - 500 paid
     assert "matches the center's ledger" in out
     opened = list((tmp_path / "demo").glob("opened-*.mp4"))
+    assert len(list((tmp_path / "demo").glob("again-*.mp4"))) == 1
     assert len(opened) == 1
     assert opened[0].read_bytes()[4:8] == b"ftyp"  # an MPEG-4 file, as registered
     # the PC kept its files inside the demo's directory: the token 0600, the purchase journal emptied

@@ -2,7 +2,7 @@
 
 A matching ticket pays everything (earliest exp, then credit_id); otherwise at most one coupon (same
 currency, earliest exp, then credit_id; any leftover forfeited), then prepaid in the price's currency; if that
-falls short, InsufficientFunds and nothing is debited. Coupons worth 0 are never chosen (they pay nothing).
+falls short, PricingShortfall and nothing is debited. Coupons worth 0 are never chosen (they pay nothing).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from protocol.errors import InsufficientFunds
+from protocol.errors import PricingShortfall
 from protocol.money import MAX_AMOUNT, Money
 from protocol.pricing import Coupon, Debit, Purses, Ticket, apply, debits
 
@@ -105,7 +105,7 @@ def coupon_value(purses: Purses, currency: str) -> int:
 def test_debits_equal_the_reference(price: Money, purses: Purses, item_id: str) -> None:
     expected = reference(price, purses, item_id)
     if expected is None:
-        with pytest.raises(InsufficientFunds):
+        with pytest.raises(PricingShortfall):
             debits(price, purses, item_id)
     else:
         assert as_lines(debits(price, purses, item_id)) == expected
@@ -122,8 +122,8 @@ def test_order_of_purses_does_not_matter(price: Money, purses: Purses, item_id: 
     )
     try:
         first = debits(price, purses, item_id)
-    except InsufficientFunds:
-        with pytest.raises(InsufficientFunds):
+    except PricingShortfall:
+        with pytest.raises(PricingShortfall):
             debits(price, shuffled, item_id)
     else:
         assert debits(price, shuffled, item_id) == first
@@ -134,7 +134,7 @@ def test_order_of_purses_does_not_matter(price: Money, purses: Purses, item_id: 
 def test_shape_of_a_payment(price: Money, purses: Purses, item_id: str) -> None:
     try:
         lines = debits(price, purses, item_id)
-    except InsufficientFunds:
+    except PricingShortfall:
         return
     assert sum(d.amount for d in lines) == price.amount
     assert all(d.amount > 0 for d in lines)
@@ -166,7 +166,7 @@ def test_apply_conserves_value(price: Money, purses: Purses, item_id: str) -> No
     """before = after + sum(debits) + forfeited coupon leftover (price's currency); the rest untouched."""
     try:
         lines = debits(price, purses, item_id)
-    except InsufficientFunds:
+    except PricingShortfall:
         return
     after = apply(purses, price, lines)
     cur = price.currency
@@ -210,7 +210,7 @@ def test_insufficient_means_nothing_to_apply(price: Money, purses: Purses, item_
         short = (best.amount.amount if best else 0) + purses.prepaid.get(price.currency, 0) < price.amount
     snapshot = purses.model_dump()
     if short:
-        with pytest.raises(InsufficientFunds):
+        with pytest.raises(PricingShortfall):
             debits(price, purses, item_id)
     else:
         assert sum(d.amount for d in debits(price, purses, item_id)) == price.amount
@@ -229,7 +229,7 @@ def test_price_zero_debits_nothing(purses: Purses, item_id: str, currency: str) 
 @given(price=prices, purses=purses_strategy(), item_id=item_ids)
 def test_apply_refuses_a_prepaid_line_beyond_the_balance(price: Money, purses: Purses, item_id: str) -> None:
     assume(price.amount > purses.prepaid.get(price.currency, 0))
-    with pytest.raises(InsufficientFunds):
+    with pytest.raises(PricingShortfall):
         apply(purses, price, (Debit(purse="prepaid", amount=price.amount),))
 
 
@@ -289,11 +289,11 @@ def test_short_by_one_debits_nothing() -> None:
         prepaid={JPY: 299, "USD": 10_000}, coupons=(Coupon(credit_id="c", amount=jpy(100), exp=1),)
     )
     assert debits(jpy(399), purses, "x")
-    with pytest.raises(InsufficientFunds):
+    with pytest.raises(PricingShortfall):
         debits(jpy(400), purses, "x")
 
 
 def test_ticket_for_another_item_is_not_used() -> None:
     purses = Purses(tickets=(Ticket(credit_id="t", item_id="other", exp=1),))
-    with pytest.raises(InsufficientFunds):
+    with pytest.raises(PricingShortfall):
         debits(jpy(1), purses, "x")

@@ -77,7 +77,8 @@ class Board:
 
     def start(self, env: Mapping[str, str] | None = None) -> Board:
         argv = ["serve", "--data", str(self.data), "--tcti", self.tcti, "--listen", f"127.0.0.1:{self.port}"]
-        environ = {**os.environ, **(env or {})}  # no pinned root: the first center is pinned (the demo's way)
+        # No pinned root: like a simulated board (scripts/usblink.py), it trusts the first center it enrolls.
+        environ = {**os.environ, "COFFER_DEVICE_TRUST_FIRST_CENTER": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "device_os", *argv],
             cwd=ROOT,
@@ -187,6 +188,7 @@ class CenterServer:
     host: str = "127.0.0.1"
     extra: tuple[str, ...] = ()
     issuer: str | None = None  # when served under another URL (HTTPS): admin commands sign with it too
+    env: dict[str, str] = field(default_factory=dict)  # COFFER_CENTER_* settings of the server
     process: subprocess.Popen[bytes] | None = None
     item_ids: list[str] = field(default_factory=list)
 
@@ -257,7 +259,11 @@ class CenterServer:
 
     def start(self) -> CenterServer:
         self.process = subprocess.Popen(
-            self.serve_argv(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            self.serve_argv(),
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_http(f"{self.url}/v1/health", self.process)
         return self

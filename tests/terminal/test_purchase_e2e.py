@@ -58,6 +58,10 @@ def test_every_media_kind_and_a_bundle(shop: Shop, tmp_path: Path) -> None:
     receipts = cli.json("receipts")
     assert {r["state"] for r in receipts} == {"paid"}
     assert all(r["receipt_on_device"] for r in receipts)
+    doctor = {c["check"]: c for c in cli.json("doctor")}
+    for name in ("device", "unlocked here", "enrolled", "center", "center root", "center token"):
+        assert doctor[name]["status"] == "ok", doctor[name]
+    assert doctor["unfinished purchases"]["status"] == "ok"
     synced = cli.json("sync")
     assert synced["payments_relayed"] == []
     assert synced["statement"]["matches"] is True, synced["statement"]
@@ -140,3 +144,25 @@ def test_tampered_device_refuses(shop: Shop) -> None:
     cli.fails(26, "wallet")
     health = cli.json("device", "status")
     assert health["tampered"] is True
+
+
+def test_browsing_needs_no_device(center, cli: Cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli.env |= {"COFFER_CENTER": center.url}
+    found = cli.json("catalog", "--search", "SHAPES")
+    assert [i["title"] for i in found] == ["Moving shapes"]
+    assert cli.json("catalog", "--search", "no such thing") == []
+    item = found[0]
+    detail = cli.json("show", item["item_id"])
+    assert detail["files"][0]["name"] == "shapes.mp4"
+    preview = cli.json("preview", item["item_id"], "-o", str(tmp_path))
+    assert preview["verified"] is True
+    assert Path(preview["path"]).parent == tmp_path
+    assert _sha256(Path(preview["path"])) == detail["previews"][0]["sha256"]
+    cli.fails(2, "preview", item["item_id"], "-n", "7")
+    cli.fails(4, "show", "itm_aaaaaaaaaaaaaaaa")
+    human = cli.run("catalog")
+    assert "Moving shapes" in human.stdout
+    checks = {c["check"]: c for c in cli.json("doctor", env={"COFFER_DEVICE": "http://127.0.0.1:9"})}
+    assert checks["center"]["status"] == "ok"
+    assert checks["device"]["status"] == "fail"
+    assert "unreachable" in checks["device"]["detail"]

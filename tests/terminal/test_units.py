@@ -125,3 +125,19 @@ def test_journal_steps_survive_a_new_process_view(tmp_path: Path) -> None:
     with pytest.raises(errors.UsageError, match="unreadable"):
         journal.get("dev_x", "itm_b")
     assert os.listdir(tmp_path / "purchases" / "dev_x") == ["itm_b.json"]
+
+
+def test_help_lists_every_exit_code() -> None:
+    import subprocess
+    import sys
+
+    from tests.terminal.support import ROOT
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "terminal_cli", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    for code, name, _ in errors.NAMED_FAILURES:
+        assert f"{code:>3}  {name}" in shown
+    docs = (ROOT / "docs" / "terminal.md").read_text()
+    for code, _, _ in errors.NAMED_FAILURES:
+        assert f"\n| {code} |" in docs

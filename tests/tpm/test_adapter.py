@@ -23,12 +23,12 @@ from device_os.tpm import (
     KeyBlob,
     KeyNotLoaded,
     Lockout,
-    NotProvisioned,
     ProvisionedKeys,
     Tpm,
     TpmError,
+    TpmNotProvisioned,
     TpmUnavailable,
-    WrongPin,
+    TpmWrongPin,
 )
 from protocol import hpke
 from protocol.attestation import ATTR_NO_DA, parse_public
@@ -103,11 +103,11 @@ def test_provision_refuses_blobs_of_another_tpm_and_recreates_a_missing_ek(
     other = swtpm_factory()
     subprocess.run(["tpm2_clear", "-T", other.tcti, "-c", "p"], check=True, capture_output=True)
     with Tpm.open(other.tcti) as tpm:
-        with pytest.raises(NotProvisioned):
+        with pytest.raises(TpmNotProvisioned):
             tpm.create_payment_key(PIN)
-        with pytest.raises(NotProvisioned):
+        with pytest.raises(TpmNotProvisioned):
             tpm.counter_read()
-        with pytest.raises(NotProvisioned):
+        with pytest.raises(TpmNotProvisioned):
             tpm.ek_public()
         with pytest.raises(BadBlob):
             tpm.provision(provisioned.keys)  # made under another SRK
@@ -205,7 +205,7 @@ def test_wrong_pins_lock_out_and_noda_objects_never_count(provisioned: Provision
     peer = ec.generate_private_key(ec.SECP256R1())
     tries = []
     for _ in range(10):
-        with pytest.raises(WrongPin) as wrong:
+        with pytest.raises(TpmWrongPin) as wrong:
             tpm.unseal(dek, b"999999")
         tries.append(wrong.value.tries_left)
         tpm.certify(keys.ak, keys.ak, b"n")  # the attestation key is NODA: never counts
@@ -271,21 +271,21 @@ def test_change_auth_moves_the_pin(provisioned: Provisioned) -> None:
     tpm = provisioned.tpm
     dek = tpm.seal(b"dek", PIN)
     pay = tpm.create_payment_key(PIN)
-    with pytest.raises(WrongPin):
+    with pytest.raises(TpmWrongPin):
         tpm.change_auth(dek, b"111111", b"135791")
     new_dek = tpm.change_auth(dek, PIN, b"135791")
     new_pay = tpm.change_auth(pay, PIN, b"135791")
     assert new_dek.public == dek.public
     assert new_pay.public == pay.public
     assert tpm.unseal(new_dek, b"135791") == b"dek"
-    with pytest.raises(WrongPin):
+    with pytest.raises(TpmWrongPin):
         tpm.unseal(new_dek, PIN)
     _, payer = tpm.load_hot_keys(tpm.change_auth(provisioned.kem, PIN, b"135791"), new_pay, b"135791")
     verify_raw(tpm.public_key(pay), payer.sign(b"new pin"), b"new pin")
 
 
 def test_pin_shape_is_checked_before_the_tpm() -> None:
-    from device_os.tpm.adapter import _check_pin
+    from device_os.tpm.templates import check_pin as _check_pin
 
     for bad in (b"", b"1" * 33, b"1234\x00"):
         with pytest.raises(ValueError, match="PIN"):
@@ -384,7 +384,7 @@ def test_hot_key_sign_with_a_wrong_pin_counts(provisioned: Provisioned) -> None:
     _, payer = tpm.load_hot_keys(
         provisioned.kem, pay, b"000000"
     )  # Load needs only the SRK: the PIN is checked at use
-    with pytest.raises(WrongPin) as wrong:
+    with pytest.raises(TpmWrongPin) as wrong:
         payer.sign(b"x")
     assert wrong.value.tries_left == 9
 
@@ -501,7 +501,7 @@ def test_tcti_counter_matches_the_wire_and_tpm2_tools(provisioned: Provisioned) 
             tpm.counter_increment()
         tpm.unseal(dek, PIN)
         tpm.certify(keys.ak, provisioned.kem, b"nonce", pin=PIN)
-        with pytest.raises(WrongPin):
+        with pytest.raises(TpmWrongPin):
             tpm.unseal(dek, b"000000")
         tpm.close()
         assert wire.count == tpm.commands
@@ -561,7 +561,7 @@ def test_pins_and_secrets_stay_off_the_wire_with_encrypted_sessions(
             kem.exchange(ec.ECDH(), kem.public_key())
             payer.sign(b"payment")
             tpm.certify(keys.ak, pay, b"nonce", pin=pin)
-            with pytest.raises(WrongPin):
+            with pytest.raises(TpmWrongPin):
                 tpm.unseal(dek, pin)
         wire_bytes = b"".join(wire.frames)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import hmac
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +22,11 @@ from hypothesis import strategies as st
 
 from device_os.tpm import KeyBlob, ProvisionedKeys, Tpm, TpmError
 from protocol.attestation import (
+    ALG_SHA1,
     ALG_SHA256,
+    ALG_SHA384,
+    ALG_SHA512,
     CertifyEvidence,
-    _make_credential_from_parts,
     check_ek_public,
     check_kem_key,
     check_payment_key,
@@ -34,6 +37,7 @@ from protocol.attestation import (
     verify_certify,
     verify_ek_certificate,
 )
+from protocol.attestation.credential import _make_credential_from_parts
 from protocol.errors import AttestationError
 from tests.support.swtpm import SwtpmInstance, SwtpmTemplate, new_instance
 
@@ -197,6 +201,39 @@ def test_attest_parser_is_strict(material: Material) -> None:
 
 
 # --- MakeCredential / ActivateCredential ------------------------------------------------------------------
+
+
+def _kdfa_loop(hash_name: str, key: bytes, label: bytes, u: bytes, v: bytes, bits: int) -> bytes:
+    """The hand-written KDFa that `kdfa` had before it moved to cryptography's KBKDFHMAC (the oracle)."""
+    out, counter = b"", 1
+    while len(out) < bits // 8:
+        msg = counter.to_bytes(4, "big") + label + b"\x00" + u + v + bits.to_bytes(4, "big")
+        out += hmac.new(key, msg, hash_name).digest()
+        counter += 1
+    return out[: bits // 8]
+
+
+@given(
+    alg=st.sampled_from(
+        [(ALG_SHA1, "sha1"), (ALG_SHA256, "sha256"), (ALG_SHA384, "sha384"), (ALG_SHA512, "sha512")]
+    ),
+    key=st.binary(max_size=80),
+    label=st.binary(max_size=40).filter(lambda b: b"\x00" not in b),
+    u=st.binary(max_size=70),
+    v=st.binary(max_size=70),
+    nbytes=st.integers(min_value=0, max_value=200),
+)
+def test_kdfa_is_the_counter_mode_loop_byte_for_byte(
+    alg: tuple[int, str], key: bytes, label: bytes, u: bytes, v: bytes, nbytes: int
+) -> None:
+    assert kdfa(alg[0], key, label, u, v, nbytes * 8) == _kdfa_loop(alg[1], key, label, u, v, nbytes * 8)
+
+
+def test_kdfa_refuses_what_it_cannot_do() -> None:
+    with pytest.raises(AttestationError):
+        kdfa(ALG_SHA256, b"k", b"L", b"", b"", 12)
+    with pytest.raises(AttestationError):
+        kdfa(0x0010, b"k", b"L", b"", b"", 128)  # TPM_ALG_NULL
 
 
 def test_kdfa_matches_tpm2_pytss() -> None:

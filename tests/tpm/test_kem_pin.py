@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from device_os.tpm import WrongPin
+from device_os.tpm import TpmWrongPin
 from protocol.attestation import ATTR_NO_DA, ATTR_USER_WITH_AUTH, check_kem_key, parse_public
 from tests.tpm.conftest import PIN, Provisioned
 
@@ -30,7 +30,7 @@ def test_ecdh_needs_the_pin_and_a_pin_change_reauthorizes(provisioned: Provision
     expected = peer.exchange(ec.ECDH(), tpm.public_key(kem_blob))
     kem, _ = tpm.load_hot_keys(kem_blob, pay, b"999999")
     before = tpm.da_status().failed_tries
-    with pytest.raises(WrongPin):
+    with pytest.raises(TpmWrongPin):
         kem.exchange(ec.ECDH(), peer.public_key())
     assert tpm.da_status().failed_tries == before + 1  # a guess costs a try, as on the payment key
     kem, _ = tpm.load_hot_keys(kem_blob, pay, PIN)
@@ -41,7 +41,7 @@ def test_ecdh_needs_the_pin_and_a_pin_change_reauthorizes(provisioned: Provision
     kem, _ = tpm.load_hot_keys(new_kem, new_pay, NEW_PIN)
     assert kem.exchange(ec.ECDH(), peer.public_key()) == expected
     kem, _ = tpm.load_hot_keys(new_kem, new_pay, PIN)
-    with pytest.raises(WrongPin):
+    with pytest.raises(TpmWrongPin):
         kem.exchange(ec.ECDH(), peer.public_key())
 
 

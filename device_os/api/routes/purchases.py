@@ -9,7 +9,7 @@ from pydantic import Field
 
 from device_os.api.purchase_service import import_purchase
 from device_os.api.routes.deps import WalletDep
-from device_os.core.wallet import PurchaseAnswer
+from device_os.core.answers import PurchaseAnswer
 
 router = APIRouter(prefix="/v1", tags=["purchases"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from device_os.api.models import CreditRequest, Nonce, StatementAnswer
 from device_os.api.routes.deps import ServiceDep, WalletDep
-from device_os.core.wallet import CreditAnswer, WalletView
+from device_os.core.answers import CreditAnswer, WalletView
 
 router = APIRouter(prefix="/v1", tags=["wallet"])
 

@@ -77,6 +77,15 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("device_id", sa.String(length=36), nullable=True),
+        sa.Column("limited", sa.Boolean(), nullable=False),
+        sa.Column("debits_posted", sa.BigInteger(), nullable=False),
+        sa.Column("credits_posted", sa.BigInteger(), nullable=False),
+        sa.Column("debits_pending", sa.BigInteger(), nullable=False),
+        sa.Column("credits_pending", sa.BigInteger(), nullable=False),
+        sa.CheckConstraint(
+            "NOT limited OR credits_posted - debits_posted - debits_pending >= 0",
+            name=op.f("ck_ledger_accounts_debits_within_credits"),
+        ),
         sa.PrimaryKeyConstraint("account_id", name=op.f("pk_ledger_accounts")),
     )
     with op.batch_alter_table("ledger_accounts", schema=None) as batch_op:

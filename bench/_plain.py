@@ -1,0 +1,86 @@
+"""The plain-copy reference of bench/purchase_e2e.py: the same bytes along the same path, no Coffer work.
+
+    python -m bench._plain source FILE HOST:PORT CERT KEY   # in `center`: GET / answers FILE over HTTPS
+    python -m bench._plain sink HOST:PORT                  # in `board`: POST / drains the body, answers 204
+    python -m bench._plain relay SOURCE_URL CA SINK_URL    # in `pc`: GET streamed into POST, prints seconds
+
+The relay moves 1 MiB chunks from an httpx streamed GET into an httpx POST with Content-Length, as
+terminal_cli's purchase does; the servers are uvicorn (httptools), as the center and the device are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+CHUNK = 1024 * 1024
+
+
+def _source(path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    size = os.path.getsize(path)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", str(size).encode()), (b"content-type", b"application/octet-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def _sink(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], listen: str, **tls: str) -> None:
+    import uvicorn
+
+    host, port = listen.rsplit(":", 1)
+    uvicorn.run(app, host=host, port=int(port), log_level="warning", http="httptools", **tls)
+
+
+def _relay(source: str, ca: str, sink: str) -> float:
+    import httpx
+
+    started = time.perf_counter()
+    center = httpx.Client(verify=ca, timeout=300)
+    board = httpx.Client(timeout=300, trust_env=False)
+    with center, board, center.stream("GET", source) as response:
+        length = response.headers["content-length"]
+        answer = board.post(sink, content=response.iter_raw(CHUNK), headers={"Content-Length": length})
+        answer.raise_for_status()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str]) -> int:
+    role, *args = argv
+    if role == "source":
+        _serve(_source(args[0]), args[1], ssl_certfile=args[2], ssl_keyfile=args[3])
+    elif role == "sink":
+        _serve(_sink, args[0])
+    elif role == "relay":
+        print(f"{_relay(*args):.6f}")
+    else:
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
