@@ -67,10 +67,14 @@ class CenterClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _auth(self) -> dict[str, str]:
+    def require_token(self) -> str:
+        """The device's order token from enrollment; NotEnrolled when this PC has none for this center."""
         if self.device_token is None:
             raise NotEnrolled(f"this PC holds no token of {self.base_url} for the device")
-        return {"Authorization": f"Bearer {self.device_token}"}
+        return self.device_token
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.require_token()}"}
 
     def _request(self, method: str, path: str, *, auth: bool = False, **kwargs: Any) -> httpx.Response:
         headers = {**kwargs.pop("headers", {}), **(self._auth() if auth else {})}

@@ -187,11 +187,11 @@ class Purchaser:
         try:
             order = self.center.create_order(entry.item_id, entry.device_id, entry.key)
         except ProblemError as exc:
-            if (
-                exc.problem.status < 500
-            ):  # refused (402, 403, 401, ...): no order exists; a re-run starts afresh
+            # Refused (401, 402, 403, ...): no order exists, a re-run starts afresh. After a 5xx the order may
+            # exist: the key stays, so a re-run gets that order, never a second one.
+            if exc.problem.status < 500:
                 self.journal.finish(entry)
-            raise  # a 5xx may have made the order: the key stays, so a re-run gets that order, not a second
+            raise
         self.reporter.step(f"center: order {order.order_id} signed (hold placed), {order.content_length} B")
         return self.journal.update(
             entry,

@@ -129,6 +129,7 @@ class Session:
         center = self.center
         if center.device_token is None:
             center.device_token = config.read_secret(self.center_token_path(self.device_id()))
+        center.require_token()  # before anything is recorded or asked for
         return center
 
     def journal(self) -> Journal:

@@ -128,6 +128,7 @@ def test_not_enrolled_and_unknown_device(center, board, cli: Cli) -> None:  # ty
     cli.json("device", "setup")
     item = cli.json("catalog")[0]["item_id"]
     cli.fails(32, "purchase", item)  # never enrolled from this PC
+    assert not list(cli.state_dir.rglob("purchases/*/*.json"))  # nothing recorded before the refusal
     assert json.loads(cli.run("--json", "doctor").stdout)
 
 
