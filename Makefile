@@ -12,8 +12,15 @@ bootstrap:
 demo: bootstrap
 	@$(PY) -m scripts.demo
 
+# The whole suite, the board image included (docs/image.md "CI"): the image is built (or found up to date) and
+# its static and QEMU tiers run. COFFER_IMAGE_TESTS=0 leaves the image out (build and tiers).
+COFFER_IMAGE_TESTS ?= 1
 test: bootstrap
-	@$(PY) -m pytest $(PYTEST_ARGS)
+ifeq ($(COFFER_IMAGE_TESTS),1)
+	@COFFER_BOOTSTRAP_IMAGE=1 scripts/bootstrap.sh
+	@image/build
+endif
+	@COFFER_IMAGE_TESTS=$(COFFER_IMAGE_TESTS) $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: bootstrap
 	@$(VENV)/bin/ruff check .

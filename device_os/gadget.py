@@ -118,7 +118,7 @@ def read_device_id(status: Path) -> str:
 
 
 def derived_mac(device_id: str, role: str) -> str:
-    """A stable, locally administered unicast MAC for `role` (ncm-device, ncm-host, ecm-..., bridge)."""
+    """A stable, locally administered unicast MAC for `role` (ncm-device, ecm-device, host, bridge)."""
     digest = bytearray(hashlib.sha256(f"coffer/usb-mac/v1/{role}/{device_id}".encode("ascii")).digest()[:6])
     digest[0] = (digest[0] & 0xFC) | 0x02  # locally administered, not multicast
     return ":".join(f"{b:02x}" for b in digest)
@@ -163,8 +163,10 @@ def write_gadget(root: Path, device_id: str) -> Path:
     functions = {NCM: "ncm", ECM: "ecm"}
     for name, kind in functions.items():
         function = _mkdir(gadget / "functions" / name)
-        _write(function / "dev_addr", derived_mac(device_id, f"{kind}-device"))
-        _write(function / "host_addr", derived_mac(device_id, f"{kind}-host"))
+        _write(function / "dev_addr", derived_mac(device_id, f"{kind}-device"))  # two bridge ports: distinct
+        # the PC's end: one MAC whichever configuration the PC picks, so it keeps its DHCP lease (a /30 has
+        # one address for the PC; a second MAC would get no offer until the first lease expired)
+        _write(function / "host_addr", derived_mac(device_id, "host"))
     interface = _mkdir(
         gadget / "functions" / NCM / "os_desc" / "interface.ncm"
     )  # a default group in configfs

@@ -150,6 +150,10 @@ def network_namespace() -> Iterator[str]:
     try:
         _ip("-n", namespace, "link", "set", "lo", "up")
         _ip("-n", namespace, "addr", "add", "192.168.7.1/32", "dev", "lo")
+        # connections to it leave from 127.0.0.1: QEMU's user network shows a loopback source to the guest
+        # as 10.0.2.2 and any other as is, and 192.168.7.1 is the guest's own address (it would drop the SYN)
+        route = ["local", "192.168.7.1", "dev", "lo", "table", "local", "proto", "kernel", "scope", "host"]
+        _ip("-n", namespace, "route", "replace", *route, "src", "127.0.0.1")
         yield namespace
     finally:
         subprocess.run(["ip", "netns", "del", namespace], check=False, capture_output=True)
