@@ -10,8 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_os.core.device import Device
-from device_os.tpm import KeyBlob
-from device_os.tpm import WrongPin as TpmWrongPin
+from device_os.tpm import KeyBlob, TpmWrongPin
 from protocol import attestation
 from protocol.attestation import ATTR_NO_DA, ATTR_USER_WITH_AUTH, CertifyEvidence
 from protocol.b64 import b64url_decode
