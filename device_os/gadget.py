@@ -17,7 +17,8 @@ starts. networkd brings the ports up, and f_ncm reports carrier to the PC only o
 (docs/image.md).
 Windows caches the descriptors per VID/PID/bcdDevice: bump BCD_DEVICE whenever they change.
 
-Self-contained (standard library only): it runs before the device service and must not need its dependencies.
+Self-contained (the standard library and `protocol.usb`, itself standard library only): it runs before the
+device service and must not need its dependencies.
 Exit codes: 0 done, 1 the kernel refused a step or the configuration is bad (one line on stderr), 2 usage.
 """
 
@@ -33,16 +34,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.usb import USB_PRODUCT_ID, USB_VENDOR_ID
+
 CONFIGFS = Path("/sys/kernel/config/usb_gadget")
 UDC_CLASS = Path("/sys/class/udc")
 NETWORKD_RUN = Path("/run/systemd/network")
 GADGET = "coffer"
 BRIDGE = "coffer0"
 
-# Linux Foundation / Multifunction Composite Gadget: the ids libcomposite gadgets use when they have none of
-# their own. terminal_cli's discovery matches them plus a device_id-shaped serial number.
-ID_VENDOR = 0x1D6B
-ID_PRODUCT = 0x0104
+# The USB ids terminal_cli's discovery matches, plus a device_id-shaped serial number (protocol.usb).
+ID_VENDOR = USB_VENDOR_ID
+ID_PRODUCT = USB_PRODUCT_ID
 BCD_DEVICE = 0x0100  # bump when the descriptors change (Windows caches them per VID/PID/bcdDevice)
 MANUFACTURER = "Coffer"
 PRODUCT = "Coffer board"

@@ -20,13 +20,14 @@ from typing import Any
 
 import pyudev
 
+from protocol import usb
 from terminal_cli.errors import NoDeviceFound
 
-#: The gadget's USB ids (Linux Foundation / Multifunction Composite Gadget: libcomposite's defaults, which
-#: the board image's gadget unit uses) and the device service's port on the link.
-USB_VENDOR_ID = "1d6b"
-USB_PRODUCT_ID = "0104"
-DEVICE_PORT = 8470
+#: The gadget's USB ids as sysfs spells them (lowercase hex, 4 digits) and the device service's port on the
+#: link: one definition in protocol.usb, shared with the board's gadget.
+USB_VENDOR_ID = f"{usb.USB_VENDOR_ID:04x}"
+USB_PRODUCT_ID = f"{usb.USB_PRODUCT_ID:04x}"
+DEVICE_PORT = usb.DEVICE_PORT
 _DEVICE_ID = re.compile(r"^dev_[a-z2-7]{32}$")
 
 

@@ -24,9 +24,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from device_os.settings import DeviceSettings
+from protocol.usb import DEVICE_PORT
 
 ENV_PREFIX = "COFFER_DEVICE_"
-DEFAULT_PORT = 8470
+DEFAULT_PORT = DEVICE_PORT
 _KEY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
