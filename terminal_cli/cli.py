@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from terminal_cli import render
 from terminal_cli.config import Paths, load_settings
@@ -95,6 +96,11 @@ def command(group: typer.Typer, name: str | None = None, **kwargs: Any) -> Calla
             except TerminalError as exc:
                 render.error(exc)
                 raise typer.Exit(exc.code) from None
+            except ValidationError as exc:  # a 2xx answer that is not the API (another server, a hostile PC)
+                what = f"{exc.title}: {exc.error_count()} error(s)"
+                bad = TerminalError(f"an answer is not what the API defines ({what})")
+                render.error(bad)
+                raise typer.Exit(bad.code) from None
             except KeyboardInterrupt:
                 render.err.print(
                     "interrupted: run the same command again (or `terminal_cli sync`) to continue"
