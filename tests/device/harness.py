@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from device_os.core.faults import COMMIT_STEPS, CONTENT_STEPS
 from protocol import jws, pricing
+from protocol.errors import PricingShortfall
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment, message_hash
 from protocol.money import Money
@@ -150,7 +151,7 @@ class Model:
             return op.order_id in self.outbox
         try:
             pricing.debits(Money(amount=op.price, currency="JPY"), self.purses, op.item_id or "")
-        except pricing.InsufficientFunds:  # type: ignore[attr-defined]
+        except PricingShortfall:
             return False
         return op.item_id not in self.library
 
