@@ -13,14 +13,19 @@ demo: bootstrap
 	@$(PY) -m scripts.demo
 
 # The whole suite, the board image included (docs/image.md "CI"): the image is built (or found up to date) and
-# its static and QEMU tiers run. COFFER_IMAGE_TESTS=0 leaves the image out (build and tiers).
+# its static and QEMU tiers run in a pytest process of their own after the rest of the suite (their QEMU,
+# swtpm and center processes never share a process with the other tiers). COFFER_IMAGE_TESTS=0 leaves the
+# image out (build and tiers).
 COFFER_IMAGE_TESTS ?= 1
 test: bootstrap
 ifeq ($(COFFER_IMAGE_TESTS),1)
 	@COFFER_BOOTSTRAP_IMAGE=1 scripts/bootstrap.sh
 	@image/build
 endif
-	@COFFER_IMAGE_TESTS=$(COFFER_IMAGE_TESTS) $(PY) -m pytest $(PYTEST_ARGS)
+	@COFFER_IMAGE_TESTS=0 $(PY) -m pytest $(PYTEST_ARGS)
+ifeq ($(COFFER_IMAGE_TESTS),1)
+	@$(PY) -m pytest tests/image -m "image or qemu" -p no:cacheprovider $(PYTEST_ARGS)
+endif
 
 lint: bootstrap
 	@$(VENV)/bin/ruff check .
