@@ -103,6 +103,9 @@ class Guest:
     started: float
     console: Path
     timings: dict[str, float] = field(default_factory=dict)
+    link_rebinds: dict[str, int] = field(
+        default_factory=dict
+    )  # host-side driver re-binds (see guest/pc-side)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         with entered(self.namespace), httpx.Client(timeout=60, trust_env=False) as client:
