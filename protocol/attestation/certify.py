@@ -167,11 +167,24 @@ def _require_tpm_bound_p256(key: TpmPublic, what: str) -> None:
         raise AttestationError(f"{what} was not generated in, or can leave, its TPM")
 
 
+def _require_pin_bound(key: TpmPublic, what: str) -> None:
+    """Usable only with its authValue (the PIN) and under dictionary-attack protection: userWithAuth set,
+    noDA clear, no authPolicy besides."""
+    if not key.has(ATTR_USER_WITH_AUTH):
+        raise AttestationError(f"{what} is usable without its PIN (userWithAuth clear)")
+    if key.attributes & ATTR_NO_DA:
+        raise AttestationError(f"{what} is not protected by the dictionary-attack lockout")
+    if key.auth_policy:
+        raise AttestationError(f"{what} has an authPolicy besides its PIN")
+
+
 def check_kem_key(key: TpmPublic) -> ec.EllipticCurvePublicKey:
-    """The device KEM key: TPM-bound ECC P-256, an unrestricted decryption (ECDH) key that cannot sign."""
+    """The device KEM key: TPM-bound ECC P-256, an unrestricted decryption (ECDH) key that cannot sign,
+    bound to the PIN like the payment key (a stolen board is then no ECDH oracle for the keys the PC saw)."""
     _require_tpm_bound_p256(key, "KEM key")
     if not key.has(ATTR_DECRYPT) or key.attributes & (ATTR_SIGN | ATTR_RESTRICTED):
         raise AttestationError("KEM key is not an unrestricted decryption key")
+    _require_pin_bound(key, "KEM key")
     return key.ec_public_key()
 
 
@@ -179,10 +192,7 @@ def check_payment_key(key: TpmPublic) -> ec.EllipticCurvePublicKey:
     """The payment key: TPM-bound ECC P-256 ECDSA signing key, usable only with its authValue (the PIN) and
     under dictionary-attack protection: userWithAuth set, noDA clear, no authPolicy."""
     _require_tpm_bound_p256(key, "payment key")
-    if not key.has(ATTR_SIGN | ATTR_USER_WITH_AUTH) or key.attributes & (ATTR_DECRYPT | ATTR_RESTRICTED):
-        raise AttestationError("payment key is not an unrestricted signing key with user auth")
-    if key.attributes & ATTR_NO_DA:
-        raise AttestationError("payment key is not protected by the dictionary-attack lockout")
-    if key.auth_policy:
-        raise AttestationError("payment key has an authPolicy besides its PIN")
+    if not key.has(ATTR_SIGN) or key.attributes & (ATTR_DECRYPT | ATTR_RESTRICTED):
+        raise AttestationError("payment key is not an unrestricted signing key")
+    _require_pin_bound(key, "payment key")
     return key.ec_public_key()

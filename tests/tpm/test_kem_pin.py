@@ -3,11 +3,22 @@ ECDH oracle for the wrapped content keys the PC relayed. Wrong PINs on it count 
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from device_os.tpm import TpmWrongPin
-from protocol.attestation import ATTR_NO_DA, ATTR_USER_WITH_AUTH, check_kem_key, parse_public
+from protocol.attestation import (
+    ATTR_NO_DA,
+    ATTR_USER_WITH_AUTH,
+    TpmPublic,
+    check_kem_key,
+    check_payment_key,
+    parse_public,
+)
+from protocol.errors import AttestationError
 from tests.tpm.conftest import PIN, Provisioned
 
 pytestmark = pytest.mark.swtpm
@@ -21,6 +32,26 @@ def test_the_kem_key_is_pin_bound_and_da_protected(provisioned: Provisioned) -> 
     assert public.attributes & ATTR_USER_WITH_AUTH
     assert not public.attributes & ATTR_NO_DA
     check_kem_key(public)  # still what the center accepts as a KEM key
+
+
+@pytest.mark.parametrize("check", [check_kem_key, check_payment_key])
+@pytest.mark.parametrize("flaw", ["no-pin", "no-da", "auth-policy"])
+def test_the_center_refuses_a_key_usable_without_the_pin(
+    provisioned: Provisioned, check: Callable[[TpmPublic], object], flaw: str
+) -> None:
+    """A reflashed board could certify a KEM key without the PIN (a free ECDH oracle): the center's check
+    refuses it, as it refuses such a payment key."""
+    tpm = provisioned.tpm
+    blob = tpm.create_kem_key(PIN) if check is check_kem_key else tpm.create_payment_key(PIN)
+    public = parse_public(blob.public)
+    check(public)
+    flawed = {
+        "no-pin": dataclasses.replace(public, attributes=public.attributes & ~ATTR_USER_WITH_AUTH),
+        "no-da": dataclasses.replace(public, attributes=public.attributes | ATTR_NO_DA),
+        "auth-policy": dataclasses.replace(public, auth_policy=b"\x01" * 32),
+    }[flaw]
+    with pytest.raises(AttestationError, match=r"PIN|dictionary-attack|authPolicy"):
+        check(flawed)
 
 
 def test_ecdh_needs_the_pin_and_a_pin_change_reauthorizes(provisioned: Provisioned) -> None:
