@@ -36,6 +36,10 @@ from center.errors import DatabaseUnavailableError
 
 T = TypeVar("T")
 MAX_BATCH = 64
+#: `session.info` key of an operation's session in a batch: a list where code that would act "after commit"
+#: (a Session after_commit hook fires at the savepoint's release) appends a callable instead; the callables
+#: run once the whole batch committed, and never if it did not (center.ledger's cache of house accounts).
+ON_DURABLE = "coffer.on_durable"
 
 
 class _Job(Generic[T]):
@@ -103,11 +107,14 @@ class GroupCommit:
             with writer_gate(self._engine), self._engine.connect() as conn:
                 outer = conn.begin()
                 conn.execute(text("BEGIN IMMEDIATE"))
+                durable: list[Callable[[], None]] = []
                 for job in batch:
-                    self._one(conn, job)
+                    self._one(conn, job, durable)
                 outer.commit()  # the one fsync of the batch (synchronous=FULL)
                 self.batches += 1
                 self.operations += len(batch)
+            for callback in durable:
+                callback()
         except SQLAlchemyError as exc:
             failed = DatabaseUnavailableError(f"the database refused the transaction: {type(exc).__name__}")
             failed.__cause__ = exc
@@ -118,14 +125,17 @@ class GroupCommit:
                 job.value, job.error = None, job.error or exc
             raise
 
-    def _one(self, conn: Any, job: _Job[Any]) -> None:
+    def _one(self, conn: Any, job: _Job[Any], durable: list[Callable[[], None]]) -> None:
         """One operation in its own savepoint and ORM session on the batch's connection."""
+        later: list[Callable[[], None]] = []
         try:
             with (
                 self._sessions(bind=conn, join_transaction_mode="create_savepoint") as session,
                 session.begin(),
             ):
+                session.info[ON_DURABLE] = later
                 job.value = job.work(session)
+            durable.extend(later)
         except IntegrityError as exc:
             job.error = exc  # the service decides what a constraint means (as with tx.write)
         except OperationalError:

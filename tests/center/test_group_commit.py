@@ -223,3 +223,43 @@ def test_payments_grouped_with_orders_settle_exactly_once(shop: tuple[Center, st
     with center.commerce.sessions() as session:
         settles = session.scalars(select(LedgerTxn.txn_id).where(LedgerTxn.txn_id.like("settle:%"))).all()
     assert settles == [f"settle:{answer['order_id']}"]
+
+
+def queued(group: GroupCommit, n: int) -> None:
+    for _ in range(int(WAIT * 100)):
+        if len(group._queue) >= n:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{n} operations did not queue")
+
+
+def test_a_failed_batch_leaves_no_stale_cache_behind(shop: tuple[Center, str]) -> None:
+    """center.ledger remembers house accounts once they are committed, so later operations skip creating them.
+    A savepoint's release is no commit: when the batch fails at the database, the accounts its operations
+    created do not exist, and the process must not remember them (a later transfer to them would fail)."""
+    center, _ = shop
+    group = center.commerce.group
+    assert group is not None
+    url = str(center.app.state.center.engine.url)
+
+    def open_eur(session: Session) -> None:
+        ledger.Ledger(session, 0).open_house_accounts("EUR")
+
+    def broken(session: Session) -> None:
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    with ThreadPoolExecutor(3) as pool:
+        batch = Batch(group, pool)
+        first = batch.hold()
+        opened = pool.submit(group.run, open_eur)
+        queued(group, 1)
+        failing = pool.submit(group.run, broken)
+        batch.let_go(2)
+        first.result(WAIT)
+        assert isinstance(failing.exception(WAIT), DatabaseUnavailableError)
+        assert isinstance(opened.exception(WAIT), DatabaseUnavailableError)
+    assert (url, ledger.revenue("EUR")) not in ledger._KNOWN
+    group.run(open_eur)
+    assert (url, ledger.revenue("EUR")) in ledger._KNOWN
+    balances = {a["account"] for a in center.report()["accounts"]}
+    assert ledger.revenue("EUR") in balances
