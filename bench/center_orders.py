@@ -58,6 +58,18 @@ uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', a
 CONCURRENCY = (1, 16, 64)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of process `pid` so far (Linux /proc; 0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SERVER_PID: list[int | None] = [None]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,13 +241,26 @@ async def _closed_loop(
                 errors[0] += 1
 
     started = time.monotonic()
+    cpu = _cpu_seconds(SERVER_PID[0])
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         elapsed = time.monotonic() - started
+        LAST_CPU[0] = _cpu_seconds(SERVER_PID[0]) - cpu
         for connection in connections:
             await connection.close()
     return done[0], errors[0], samples, elapsed
+
+
+LAST_CPU = [0.0]  # the server's CPU seconds during the last closed loop
+
+
+def _cpu_fields(requests: int, elapsed: float) -> dict[str, float]:
+    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core."""
+    return {
+        "server_cpu_ms_per_request": round(LAST_CPU[0] / max(1, requests) * 1000, 3),
+        "server_cpu_share": round(LAST_CPU[0] / elapsed, 2),
+    }
 
 
 def _order_call(setup: dict[str, Any], item: str, run: str) -> Any:
@@ -263,6 +288,7 @@ async def _bench_orders(url: str, setup: dict[str, Any], duration: float, db: st
                 "errors": errors,
                 "per_second": round(done / elapsed, 1),
                 **latency_ms(samples),
+                **_cpu_fields(done + errors, elapsed),
             }
         )
     return rows
@@ -311,6 +337,7 @@ async def _bench_payments(url: str, setup: dict[str, Any], duration: float, db: 
                 "errors": errors,
                 "per_second": round(done / elapsed, 1),
                 **latency_ms(samples),
+                **_cpu_fields(done + errors, elapsed),
             }
         )
     return rows
@@ -374,6 +401,7 @@ def run_one(
             cwd=Path(__file__).resolve().parents[1],
         )
         url = f"http://127.0.0.1:{port}"
+        SERVER_PID[0] = server.pid
         try:
             deadline = time.monotonic() + 60
             while True:

@@ -84,12 +84,14 @@ _WALLET_AVAILABLE = (
 )
 #: (orders expired undelivered with their holds still open, unpaid deliveries, the wallet's available amount)
 _DEVICE_STATE = select(
-    func.count().filter(_ORDERS.c.delivered_at.is_(None), _ORDERS.c.released_at.is_(None)),
+    func.count().filter(_ORDERS.c.delivered_at.is_(None)),
     func.count().filter(_ORDERS.c.delivered_at.is_not(None)),
     _WALLET_AVAILABLE,
 ).where(
+    # the terms of the partial index ix_orders_open_by_exp (only open orders: not a device's whole history)
     _ORDERS.c.device_id == bindparam("p_device"),
     _ORDERS.c.paid_at.is_(None),
+    _ORDERS.c.released_at.is_(None),
     _ORDERS.c.exp <= bindparam("p_now"),
 )
 _UNSPENT = select(
