@@ -354,10 +354,12 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
         )
         content = r.json()["content_url"]
         best = {"stream": 0.0, "plain": 0.0}
+        cpu = {"stream": float("inf"), "plain": float("inf")}  # the server's CPU ms per MiB, least seen
         sizes = {}
         for _ in range(rounds):
             for name, path, headers in (("stream", content, auth), ("plain", "/bench/plain", {})):
                 t0 = time.perf_counter()
+                c0 = _cpu_seconds(SERVER_PID[0])
                 size = 0
                 async with client.stream("GET", path, headers=headers) as response:
                     async for chunk in response.aiter_raw():
@@ -365,6 +367,7 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
                 elapsed = time.perf_counter() - t0
                 sizes[name] = size
                 best[name] = max(best[name], size / elapsed / 2**20)
+                cpu[name] = min(cpu[name], (_cpu_seconds(SERVER_PID[0]) - c0) * 1000 / (size / 2**20))
     return {
         "name": "delivery",
         "bytes_stream": sizes["stream"],
@@ -372,6 +375,10 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
         "stream_mib_s": round(best["stream"], 1),
         "plain_mib_s": round(best["plain"], 1),
         "ratio": round(best["stream"] / best["plain"], 3),
+        # the same comparison by the server's own CPU (less noisy on a shared host; 0 without /proc)
+        "server_cpu_ms_per_mib_stream": round(cpu["stream"], 3),
+        "server_cpu_ms_per_mib_plain": round(cpu["plain"], 3),
+        "cpu_ratio": round(cpu["plain"] / cpu["stream"], 3) if cpu["stream"] > 0 else 0.0,
     }
 
 
@@ -416,7 +423,7 @@ def run_one(
             rows = asyncio.run(_bench_orders(url, setup, duration, db))
             rows += asyncio.run(_bench_payments(url, setup, duration, db))
             if delivery:
-                rows.append({**asyncio.run(_bench_delivery(url, setup, 3)), "db": db})
+                rows.append({**asyncio.run(_bench_delivery(url, setup, 5)), "db": db})
         finally:
             server.terminate()
             server.wait(timeout=20)
