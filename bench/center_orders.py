@@ -58,6 +58,18 @@ uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', a
 CONCURRENCY = (1, 16, 64)
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of process `pid` so far (Linux /proc; 0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+SERVER_PID: list[int | None] = [None]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -229,13 +241,26 @@ async def _closed_loop(
                 errors[0] += 1
 
     started = time.monotonic()
+    cpu = _cpu_seconds(SERVER_PID[0])
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         elapsed = time.monotonic() - started
+        LAST_CPU[0] = _cpu_seconds(SERVER_PID[0]) - cpu
         for connection in connections:
             await connection.close()
     return done[0], errors[0], samples, elapsed
+
+
+LAST_CPU = [0.0]  # the server's CPU seconds during the last closed loop
+
+
+def _cpu_fields(requests: int, elapsed: float) -> dict[str, float]:
+    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core."""
+    return {
+        "server_cpu_ms_per_request": round(LAST_CPU[0] / max(1, requests) * 1000, 3),
+        "server_cpu_share": round(LAST_CPU[0] / elapsed, 2),
+    }
 
 
 def _order_call(setup: dict[str, Any], item: str, run: str) -> Any:
@@ -263,6 +288,7 @@ async def _bench_orders(url: str, setup: dict[str, Any], duration: float, db: st
                 "errors": errors,
                 "per_second": round(done / elapsed, 1),
                 **latency_ms(samples),
+                **_cpu_fields(done + errors, elapsed),
             }
         )
     return rows
@@ -311,6 +337,7 @@ async def _bench_payments(url: str, setup: dict[str, Any], duration: float, db: 
                 "errors": errors,
                 "per_second": round(done / elapsed, 1),
                 **latency_ms(samples),
+                **_cpu_fields(done + errors, elapsed),
             }
         )
     return rows
@@ -327,10 +354,12 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
         )
         content = r.json()["content_url"]
         best = {"stream": 0.0, "plain": 0.0}
+        cpu = {"stream": float("inf"), "plain": float("inf")}  # the server's CPU ms per MiB, least seen
         sizes = {}
         for _ in range(rounds):
             for name, path, headers in (("stream", content, auth), ("plain", "/bench/plain", {})):
                 t0 = time.perf_counter()
+                c0 = _cpu_seconds(SERVER_PID[0])
                 size = 0
                 async with client.stream("GET", path, headers=headers) as response:
                     async for chunk in response.aiter_raw():
@@ -338,6 +367,7 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
                 elapsed = time.perf_counter() - t0
                 sizes[name] = size
                 best[name] = max(best[name], size / elapsed / 2**20)
+                cpu[name] = min(cpu[name], (_cpu_seconds(SERVER_PID[0]) - c0) * 1000 / (size / 2**20))
     return {
         "name": "delivery",
         "bytes_stream": sizes["stream"],
@@ -345,6 +375,10 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
         "stream_mib_s": round(best["stream"], 1),
         "plain_mib_s": round(best["plain"], 1),
         "ratio": round(best["stream"] / best["plain"], 3),
+        # the same comparison by the server's own CPU (less noisy on a shared host; 0 without /proc)
+        "server_cpu_ms_per_mib_stream": round(cpu["stream"], 3),
+        "server_cpu_ms_per_mib_plain": round(cpu["plain"], 3),
+        "cpu_ratio": round(cpu["plain"] / cpu["stream"], 3) if cpu["stream"] > 0 else 0.0,
     }
 
 
@@ -374,6 +408,7 @@ def run_one(
             cwd=Path(__file__).resolve().parents[1],
         )
         url = f"http://127.0.0.1:{port}"
+        SERVER_PID[0] = server.pid
         try:
             deadline = time.monotonic() + 60
             while True:
@@ -388,7 +423,7 @@ def run_one(
             rows = asyncio.run(_bench_orders(url, setup, duration, db))
             rows += asyncio.run(_bench_payments(url, setup, duration, db))
             if delivery:
-                rows.append({**asyncio.run(_bench_delivery(url, setup, 3)), "db": db})
+                rows.append({**asyncio.run(_bench_delivery(url, setup, 5)), "db": db})
         finally:
             server.terminate()
             server.wait(timeout=20)

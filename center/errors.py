@@ -24,7 +24,8 @@
         ├── WrongDeviceError        wrong-device (422): a message or code for another device
         ├── MessageExpiredError     message-expired (422): an expired credit code
         ├── InvalidPaymentError     invalid-payment (422): a payment that does not fit its order
-        └── ConflictError           conflict (409): e.g. a statement nonce used before
+        ├── ConflictError           conflict (409): e.g. a statement nonce used before
+        └── OrderExpiredError       order-expired (410): the order expired before its first delivery
 
 Library errors (SQLAlchemy, OSError, PyAV, Pillow) are translated where they happen with `raise ... from exc`;
 `center.api.problems` turns these into problem+json, `center.cli` into one line on stderr.
@@ -139,3 +140,9 @@ class InvalidPaymentError(CenterError):
 
 class ConflictError(CenterError):
     slug = "conflict"
+
+
+class OrderExpiredError(CenterError):
+    """The order's `exp` passed (or its hold was released) before any delivery: it is gone for good."""
+
+    slug = "order-expired"

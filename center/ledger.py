@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from center.db.commerce import LedgerAccount, LedgerTransfer, LedgerTxn, table
+from center.db.group import ON_DURABLE
 from center.db.tx import dialect
 from center.errors import InsufficientFundsError
 
@@ -382,7 +383,12 @@ _NEW = "coffer.ledger.new_accounts"
 
 @event.listens_for(Session, "after_commit")
 def _remember_accounts(session: Session) -> None:
-    _KNOWN.update(session.info.pop(_NEW, ()))
+    new = session.info.pop(_NEW, ())
+    later = session.info.get(ON_DURABLE)
+    if later is not None:  # a savepoint of a group commit: known once the whole batch committed
+        later.append(lambda: _KNOWN.update(new))
+    else:
+        _KNOWN.update(new)
 
 
 @event.listens_for(Session, "after_rollback")

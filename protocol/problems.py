@@ -75,6 +75,8 @@ _TYPES = [
     ProblemType("binding-conflict", 409, "The device id is bound to other keys", 10),
     ProblemType("idempotency-mismatch", 422, "The idempotency key was used with another request body", 2),
     ProblemType("already-redeemed", 409, "The credit code was already redeemed", 10),
+    # 10 like the `conflict` it replaces; terminal_cli names it OrderExpired (exit 31)
+    ProblemType("order-expired", 410, "The order expired before its first delivery", 10),
 ]
 REGISTRY: dict[str, ProblemType] = {t.slug: t for t in _TYPES}
 BY_URI: dict[str, ProblemType] = {t.uri: t for t in _TYPES}

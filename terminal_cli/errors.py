@@ -180,6 +180,7 @@ _BY_SLUG: dict[str, type[ProblemError]] = {
     "insufficient-funds": InsufficientFunds,
     "already-owned": AlreadyOwned,
     "message-expired": OrderExpired,
+    "order-expired": OrderExpired,
 }
 #: The same slug means something else depending on who answered it.
 _BY_ORIGIN: dict[tuple[Origin, str], type[ProblemError]] = {

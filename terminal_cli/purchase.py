@@ -232,18 +232,12 @@ class Purchaser:
                 self.reporter.restart()
                 continue
             except (OrderExpired, AlreadyOwned, InsufficientFunds):
-                self.journal.finish(entry)  # the device refused this order for good: a re-run orders afresh
+                # refused for good (by the device, or the center's order-expired): a re-run orders afresh
+                self.journal.finish(entry)
                 raise
             except ProblemError as exc:
                 if exc.slug == "order-settled":  # committed and receipted earlier: finish the bookkeeping
                     return PurchaseAnswer(order_id=order_id, payment="", counter=-1), stream
-                if exc.origin == "center" and self.center.order(order_id).state == "expired":
-                    self.journal.finish(entry)  # the center will not deliver it any more: order afresh
-                    raise OrderExpired.locally(
-                        "message-expired",
-                        f"order {order_id} expired before it was delivered",
-                        origin="center",
-                    ) from exc
                 raise
             self.reporter.step(
                 f"device: Ke unwrapped in the TPM, payment signed, state counter {answer.counter}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from center.api.routes import credits, devices, health, items, orders, statement
 from center.api.security import SecurityHeaders
 from center.blobs import LocalBlobStore
 from center.db.engine import make_engine, session_factory
+from center.db.group import GroupCommit
 from center.keys import CenterKeys, load_or_create
 from center.services.admin import AdminService
 from center.services.catalog import CatalogService
@@ -57,7 +57,9 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
     blobs = LocalBlobStore(settings.blobs_dir)
     sessions = session_factory(engine)
     catalog = CatalogService(sessions, blobs, settings.data_dir / "tmp")
-    commerce = Commerce(sessions, keys, settings, blobs)
+    # SQLite: orders and payments that arrive together share one transaction and one fsync (center.db.group)
+    group = GroupCommit(engine, sessions) if engine.dialect.name == "sqlite" else None
+    commerce = Commerce(sessions, keys, settings, blobs, group=group)
     context = CenterContext(
         settings,
         keys,
@@ -72,7 +74,6 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         SettlementService(commerce),
         StatementService(commerce),
         AdminService(commerce),
-        asyncio.Lock() if engine.dialect.name == "sqlite" else None,
     )
     if settings.allow_unattested:
         log.warning("--allow-unattested: EK certificate chains are NOT checked (tests and demos only)")

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from jinja2 import Environment
 from sqlalchemy import Engine
@@ -36,6 +35,3 @@ class CenterContext:
     settlement: SettlementService
     statements: StatementService
     admin: AdminService
-    #: SQLite only (one writer): the hot write routes queue here, first come first served, before they take a
-    #: worker thread (`center.api.deps.run_write`); None on PostgreSQL, whose row locks let writes overlap.
-    write_gate: asyncio.Lock | None = field(default=None)

@@ -88,14 +88,10 @@ async def get_token_device(
 T = TypeVar("T")
 
 
-async def run_write(context: CenterContext, work: Callable[..., T], *args: object) -> T:
-    """Run a write service call in the thread pool; on SQLite after queueing (FIFO) at the app's write gate,
-    so waiting requests hold no worker thread and no thread sleeps in SQLite's busy handler. Scheduling only:
-    the database still serializes and checks every write (BEGIN IMMEDIATE)."""
-    if context.write_gate is None:
-        return await run_in_threadpool(work, *args)
-    async with context.write_gate:
-        return await run_in_threadpool(work, *args)
+async def run_write(work: Callable[..., T], *args: object) -> T:
+    """Run a write service call in the thread pool. On SQLite the calls waiting there are grouped into one
+    transaction and one fsync (center.db.group); the database still serializes and checks every write."""
+    return await run_in_threadpool(work, *args)
 
 
 DeviceDep = Annotated[str, Depends(get_device)]

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -98,7 +99,17 @@ class OrderRow(Base):
     """One order (flow 5): the signed order, its sealed Ke || salt, its delivery and its settlement."""
 
     __tablename__ = "orders"
-    __table_args__ = (UniqueConstraint("device_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "idempotency_key"),
+        # open orders (not paid, not released) of a device by expiry: the order path's device-state query
+        Index(
+            "ix_orders_open_by_exp",
+            "device_id",
+            "exp",
+            sqlite_where=text("paid_at IS NULL AND released_at IS NULL"),
+            postgresql_where=text("paid_at IS NULL AND released_at IS NULL"),
+        ),
+    )
 
     order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id"), index=True)

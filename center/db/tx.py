@@ -10,16 +10,18 @@ one at a time per device, in any number of processes. Database errors leave as `
 On SQLite the threads of one process also queue for the write lock in a per-database gate before BEGIN
 IMMEDIATE. That is scheduling, not correctness: SQLite's busy handler sleeps 1, 2, 5 … 100 ms between tries,
 so under load writers slept while the lock was free (64 clients: p99 of seconds). Exactly-once still rests on
-the database alone (BEGIN IMMEDIATE across processes; tests/center/test_concurrency.py).
+the database alone (BEGIN IMMEDIATE across processes; tests/center/test_concurrency.py). Orders and payments
+on SQLite go through `center.db.group` instead (many operations, one transaction and one fsync), which takes
+the same gate.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,12 +35,11 @@ def dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def _writer_gate(session: Session) -> threading.RLock | None:
-    """This process's queue for an SQLite database's write lock (None on PostgreSQL: row locks)."""
-    bind = session.get_bind()
-    if bind.dialect.name != "sqlite":
-        return None
-    key = str(bind.engine.url)
+def writer_gate(engine: Engine) -> AbstractContextManager[object]:
+    """This process's queue for an SQLite database's write lock (a no-op on PostgreSQL: row locks)."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    key = str(engine.url)
     gate = _GATES.get(key)
     if gate is None:
         with _GATES_LOCK:
@@ -50,10 +51,10 @@ def _writer_gate(session: Session) -> threading.RLock | None:
 def write(sessions: sessionmaker[Session]) -> Iterator[Session]:
     """One read-write transaction, committed when the block ends without an exception."""
     with sessions() as session:
-        gate = _writer_gate(session)
+        engine = session.get_bind().engine
         try:
-            with gate if gate is not None else nullcontext(), session.begin():
-                if gate is not None:
+            with writer_gate(engine), session.begin():
+                if engine.dialect.name == "sqlite":
                     session.execute(text("BEGIN IMMEDIATE"))
                 yield session
         except IntegrityError:

@@ -8,13 +8,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.blobs import BlobStore
+from center.db import tx
 from center.db.commerce import Device, table
+from center.db.group import GroupCommit
 from center.errors import DeviceRevokedError, DeviceSuspectError, NotFoundError, UnauthorizedError
 from center.keys import CenterKeys
 from center.sealing import token_hash
@@ -28,6 +30,7 @@ def wall_clock() -> int:
 
 
 TOKEN_HINTS = 4096
+T = TypeVar("T")
 
 
 class TokenHints:
@@ -68,9 +71,20 @@ class Commerce:
     blobs: BlobStore
     clock: Callable[[], int] = field(default=wall_clock)
     tokens: TokenHints = field(default_factory=TokenHints)
+    #: SQLite in a server: orders and payments share transactions and fsyncs (center.db.group); None: each
+    #: operation commits alone (PostgreSQL groups its commits itself; the CLI writes one at a time)
+    group: GroupCommit | None = None
 
     def now(self) -> int:
         return self.clock()
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """`work(session)` as one atomic write operation, answered once it is durable: alone in a transaction
+        (`tx.write`), or in a savepoint of a group commit. Either way it commits entirely or not at all."""
+        if self.group is not None:
+            return self.group.run(work)
+        with tx.write(self.sessions) as session:
+            return work(session)
 
     @property
     def issuer(self) -> str:

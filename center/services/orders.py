@@ -33,6 +33,7 @@ from center.errors import (
     InsufficientFundsError,
     ItemNotFoundError,
     NotFoundError,
+    OrderExpiredError,
     UnpaidLimitError,
     WrongDeviceError,
 )
@@ -83,12 +84,14 @@ _WALLET_AVAILABLE = (
 )
 #: (orders expired undelivered with their holds still open, unpaid deliveries, the wallet's available amount)
 _DEVICE_STATE = select(
-    func.count().filter(_ORDERS.c.delivered_at.is_(None), _ORDERS.c.released_at.is_(None)),
+    func.count().filter(_ORDERS.c.delivered_at.is_(None)),
     func.count().filter(_ORDERS.c.delivered_at.is_not(None)),
     _WALLET_AVAILABLE,
 ).where(
+    # the terms of the partial index ix_orders_open_by_exp (only open orders: not a device's whole history)
     _ORDERS.c.device_id == bindparam("p_device"),
     _ORDERS.c.paid_at.is_(None),
+    _ORDERS.c.released_at.is_(None),
     _ORDERS.c.exp <= bindparam("p_now"),
 )
 _UNSPENT = select(
@@ -201,25 +204,28 @@ class OrderService:
         if request.device_id != token_device:
             raise WrongDeviceError("the order names another device than the token's")
         request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
+
+        def work(session: Session) -> tuple[OrderAnswer, bool]:
+            conn = session.connection()
+            device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": request.device_id}).one_or_none()
+            if device is None:
+                raise NotFoundError(f"no device {request.device_id}")
+            check_token(self.c, device, token_hash)
+            existing = conn.execute(
+                _BY_KEY, {"p_device": device.device_id, "p_key": idempotency_key}
+            ).one_or_none()
+            if existing is not None:
+                if existing.request_hash != request_hash:
+                    raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
+                return answer(existing), False
+            require_state(device)
+            item = conn.execute(_ITEM, {"p_item": request.item_id}).one_or_none()
+            if item is None:
+                raise ItemNotFoundError(request.item_id)
+            return self._place(session, device, item, idempotency_key, request_hash), True
+
         try:
-            with tx.write(self.c.sessions) as session:
-                conn = session.connection()
-                device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": request.device_id}).one_or_none()
-                if device is None:
-                    raise NotFoundError(f"no device {request.device_id}")
-                check_token(self.c, device, token_hash)
-                existing = conn.execute(
-                    _BY_KEY, {"p_device": device.device_id, "p_key": idempotency_key}
-                ).one_or_none()
-                if existing is not None:
-                    if existing.request_hash != request_hash:
-                        raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
-                    return answer(existing), False
-                require_state(device)
-                item = conn.execute(_ITEM, {"p_item": request.item_id}).one_or_none()
-                if item is None:
-                    raise ItemNotFoundError(request.item_id)
-                return self._place(session, device, item, idempotency_key, request_hash), True
+            return self.c.write(work)
         except IntegrityError as exc:
             raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
 
@@ -356,6 +362,6 @@ class OrderService:
             now = self.c.now()
             if order.delivered_at is None:
                 if order.released_at is not None or now >= order.exp:
-                    raise ConflictError("the order expired before its first delivery; order again")
+                    raise OrderExpiredError("the order expired before its first delivery; order again")
                 order.delivered_at = now
             return order

@@ -128,8 +128,11 @@ class SettlementService:
         token, payment, order = self._verify(order_id, sealed_b64, token_device, token_hash)
         payment_hash = message_hash(token)
         try:
-            with tx.write(self.c.sessions) as session:
-                return self._settle(session, order_id, token_device, payment, payment_hash, token_hash)
+            return self.c.write(
+                lambda session: self._settle(
+                    session, order_id, token_device, payment, payment_hash, token_hash
+                )
+            )
         except IntegrityError:
             # only a broken invariant gets here (the device lock serializes settlements): the stored answer
             with tx.read(self.c.sessions) as session:

@@ -341,7 +341,7 @@ def test_unpaid_limit_and_expired_holds(center: Center, item: str, settings: Cen
     undelivered = center.order(device, item).json()
     assert center.balance(ledger.wallet(device.device_id, "JPY")) == 6 * PRICE
     now[0] += settings.order_ttl + 1
-    problem(center.content(device, undelivered["order_id"]), "conflict", 409)
+    problem(center.content(device, undelivered["order_id"]), "order-expired", 410)
     problem(center.order(device, item), "unpaid-limit", 403)
     status = center.client.get(f"/v1/orders/{delivered[0]['order_id']}", headers=device.headers).json()
     assert status["state"] == "unpaid-delivery"
@@ -356,6 +356,29 @@ def test_unpaid_limit_and_expired_holds(center: Center, item: str, settings: Cen
     status = center.client.get(f"/v1/orders/{undelivered['order_id']}", headers=device.headers).json()
     assert status["state"] == "expired"
     assert center.report()["checks"]["ok"]
+
+
+def test_an_order_expired_before_its_first_delivery_is_gone(
+    center: Center, item: str, settings: CenterSettings
+) -> None:
+    """410 order-expired (its own problem type: a client can tell it from any other conflict), no stream and
+    nothing changed; an order delivered once before its exp still streams after it (resumes)."""
+    now = [1_900_000_000]
+    object.__setattr__(center.commerce, "clock", lambda: now[0])
+    device = center.device()
+    center.fund(device, 10 * PRICE)
+    late = center.order(device, item).json()
+    early = center.order(device, item).json()
+    assert center.content(device, early["order_id"], "bytes=0-99").status_code == 206
+    now[0] += settings.order_ttl
+    before = center.ledger_state()
+    r = center.content(device, late["order_id"])
+    problem(r, "order-expired", 410)
+    assert "order again" in r.json()["detail"]
+    assert center.ledger_state() == before
+    status = center.client.get(f"/v1/orders/{late['order_id']}", headers=device.headers).json()
+    assert (status["state"], status["delivered"]) == ("expired", False)
+    assert center.content(device, early["order_id"], "bytes=100-199").status_code == 206
 
 
 def test_a_replaced_token_stops_at_once_in_a_process_that_remembered_it(

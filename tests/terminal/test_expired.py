@@ -1,7 +1,7 @@
 """An order that expired before it was delivered ends with exit 31, is dropped from the journal, and a re-run
 orders afresh: one debit. The center's order TTL is set to its minimum (60 s). The center refuses to deliver
-an expired order (409); terminal_cli asks the order's state and reports it as expired (the device would refuse
-it too: a credit signed after the expiry has raised its time floor past `exp`)."""
+an expired order with its own problem type (410 order-expired), which terminal_cli maps to OrderExpired (the
+device would refuse it too: a credit signed after the expiry has raised its time floor past `exp`)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ async def create_order(
 ) -> OrderAnswer:
     """Hold the price, make a fresh Ke and salt, answer the signed order with Ke wrapped to the device."""
     answer, created = await run_write(
-        context, context.orders.create, body, device.device_id, idempotency_key, device.token_hash
+        context.orders.create, body, device.device_id, idempotency_key, device.token_hash
     )
     response.status_code = 201 if created else 200
     return answer
@@ -77,7 +77,7 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "The whole content stream v1 of this order", "content": _BINARY},
     206: {"description": "One byte range of the stream (Range: bytes=…)", "content": _BINARY},
     **problem_responses(
-        "unauthorized", "not-found", "conflict", "range-not-satisfiable", "service-unavailable"
+        "unauthorized", "not-found", "order-expired", "range-not-satisfiable", "service-unavailable"
     ),
 }
 
@@ -136,5 +136,5 @@ async def pay(
 ) -> PaymentAnswer:
     """Settle the payment exactly once and answer the receipt (the same one for the same payment)."""
     return await run_write(
-        context, context.settlement.pay, order_id, body.payment, device.device_id, device.token_hash
+        context.settlement.pay, order_id, body.payment, device.device_id, device.token_hash
     )
