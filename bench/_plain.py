@@ -4,8 +4,9 @@
     python -m bench._plain sink HOST:PORT                  # in `board`: POST / drains the body, answers 204
     python -m bench._plain relay SOURCE_URL CA SINK_URL    # in `pc`: GET streamed into POST, prints seconds
 
-The relay moves 1 MiB chunks from an httpx streamed GET into an httpx POST with Content-Length, as
-terminal_cli's purchase does; the servers are uvicorn (httptools), as the center and the device are.
+The relay moves 1 MiB chunks from an httpx streamed GET into an httpx POST with Content-Length, the download
+read ahead in its own thread (`terminal_cli.readahead.ReadAhead`), as terminal_cli's purchase does; the
+servers are uvicorn (httptools), as the center and the device are.
 """
 
 from __future__ import annotations
@@ -59,12 +60,15 @@ def _serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], listen: str, 
 def _relay(source: str, ca: str, sink: str) -> float:
     import httpx
 
+    from terminal_cli.readahead import ReadAhead
+
     started = time.perf_counter()
     center = httpx.Client(verify=ca, timeout=300)
     board = httpx.Client(timeout=300, trust_env=False)
     with center, board, center.stream("GET", source) as response:
         length = response.headers["content-length"]
-        answer = board.post(sink, content=response.iter_raw(CHUNK), headers={"Content-Length": length})
+        with ReadAhead(response.iter_raw(CHUNK)) as body:
+            answer = board.post(sink, content=body, headers={"Content-Length": length})
         answer.raise_for_status()
     return time.perf_counter() - started
 

@@ -5,10 +5,11 @@ Coffer side: the real `center serve` (HTTPS, sample keys, items of random bytes)
 on swtpm (unix socket) bound to usb0, and `terminal_cli purchase ITEM --repurchase` run in `pc`; timed by the
 purchase itself (`seconds` in its JSON: order, stream, TPM commit, payment, receipt; not the CLI's start-up)
 and as the whole process. Reference: `bench/_plain.py` — an HTTPS source in `center` serving a file of the
-order's stream length, a drain in `board`, and a relay in `pc` moving it with the same httpx calls. Rounds
-alternate sides. Peak RSS: terminal_cli (getrusage of the child) and the device service (VmHWM before/after).
+order's stream length, a drain in `board`, and a relay in `pc` moving it with the same httpx calls and the
+same read-ahead (`terminal_cli.readahead`). Rounds alternate sides. Peak RSS: terminal_cli (getrusage of
+the child) and the device service (VmHWM before/after).
 
-    python -m bench.purchase_e2e [--sizes 1,100,1024] [--rounds N]     (MiB; needs root)
+    python -m bench.purchase_e2e [--sizes 1,100,1024] [--rounds N]     (MiB; needs root; ~70-95 s)
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@
 One order (the key is recorded before the center hears it), one debit (the device answers a committed
 order from its stored answer, and the terminal looks in its outbox first), one settlement (the center answers
 a repeated payment with the same receipt). The content goes from the center's response into the device's
-request chunk by chunk (1 MiB), never whole in memory; a center download that drops is resumed with `Range`
-inside the same upload; an upload to the device that breaks restarts from byte 0 (DESIGN.md flow 5.2).
+request chunk by chunk (1 MiB), never whole in memory: the download runs in its own thread at most
+`readahead.DEPTH` chunks ahead of the upload, so the two overlap; a center download that drops is resumed
+with `Range` inside the same upload; an upload to the device that breaks restarts from byte 0 (DESIGN.md
+flow 5.2).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from terminal_cli.errors import (
     TerminalError,
 )
 from terminal_cli.journal import Entry, Journal
+from terminal_cli.readahead import ReadAhead
 
 #: How many times a dropped center download is resumed (per purchase attempt) and a broken device upload
 #: restarted before the purchase stops (it can be re-run: the journal keeps its place).
@@ -91,7 +94,6 @@ class _Stream:
     center: CenterClient
     url: str
     total: int
-    advance: Callable[[int], None]
     sent: int = 0
     resumes: int = 0
 
@@ -108,7 +110,6 @@ class _Stream:
                         if self.sent + len(chunk) > self.total:
                             raise TerminalError("center: the content is longer than the order says")
                         self.sent += len(chunk)
-                        self.advance(len(chunk))
                         yield chunk
             except CenterUnreachable:
                 self.resumes += 1
@@ -160,12 +161,13 @@ class Purchaser:
 
     def _complete(self, entry: Entry, started: float, continued: bool) -> PurchaseResult:
         stream: _Stream | None = None
-        if entry.order is None:
+        fresh = entry.order is None  # ordered just now: the device has never seen this order
+        if fresh:
             entry = self._order(entry)
         order, order_id = _ordered(entry)
         answer: PurchaseAnswer | None = None
         if entry.payment is None:
-            answer, stream = self._import(entry)
+            answer, stream = self._import(entry, fresh=fresh)
             entry = self.journal.update(entry, payment=answer.payment)
         debits, counter = self._settle(entry)
         self.journal.finish(entry)
@@ -205,23 +207,28 @@ class Purchaser:
         """The payment the device already committed for `order_id`, if any (its outbox)."""
         return next((e.payment for e in self.device.outbox() if e.order_id == order_id), None)
 
-    def _import(self, entry: Entry) -> tuple[PurchaseAnswer, _Stream | None]:
+    def _import(self, entry: Entry, *, fresh: bool) -> tuple[PurchaseAnswer, _Stream | None]:
+        """Stream the content into the device's import. An order from an earlier run may be committed on the
+        device already: its outbox is asked first (no stream at all). An order made in this run (`fresh`) was
+        journaled before any upload, so the device cannot have it: no round trip (and were it wrong, the
+        device answers a committed order from its stored answer before reading the body)."""
         order, order_id = _ordered(entry)
         url, length = entry.content_url, entry.content_length
         if url is None or length is None:
             raise TerminalError(f"purchase journal entry for {entry.item_id} lacks the content URL")
-        payment = self._committed(order_id)
+        payment = None if fresh else self._committed(order_id)
         if payment is not None:
             self.reporter.step("device: this order is already committed (no second debit)")
             return PurchaseAnswer(order_id=order_id, payment=payment, counter=-1), None
         restarts = 0
         while True:
             advance = self.reporter.transfer(length, "center → device")
-            stream = _Stream(self.center, url, length, advance)
+            stream = _Stream(self.center, url, length)
             try:
-                answer = self.device.purchase(
-                    order, stream, length, mode=entry.mode, repurchase=entry.repurchase
-                )
+                with ReadAhead(stream, advance=advance) as body:  # download and upload overlap
+                    answer = self.device.purchase(
+                        order, body, length, mode=entry.mode, repurchase=entry.repurchase
+                    )
             except DeviceUnreachable:
                 restarts += 1
                 payment = self._committed(order_id) if restarts <= UPLOAD_RESTARTS else None

@@ -19,6 +19,7 @@ from device_os.core.body import SettledEntry, StateBody
 from device_os.core.content import ContentStore
 from device_os.core.store import StateStore
 from device_os.errors import (
+    DeviceError,
     InvalidMessage,
     Locked,
     MessageExpired,
@@ -27,8 +28,9 @@ from device_os.errors import (
     WrongDevice,
 )
 from device_os.tpm import KeyNotLoaded, TpmError
-from protocol import jws, pricing
-from protocol.errors import JwsError, JwsExpired, JwsWrongAudience
+from protocol import hpke, jws, pricing
+from protocol.b64 import b64url_decode
+from protocol.errors import EncodingError, HpkeError, JwsError, JwsExpired, JwsWrongAudience
 from protocol.hpke import RecipientKey
 from protocol.jws import Signer
 from protocol.keys import public_key_from_jwk
@@ -121,6 +123,25 @@ class WalletKernel:
         if self._closed or not dek:
             raise Locked("the device is locked")
         return dek
+
+    def _unwrap_content_key(
+        self, wrapped_key: str, order_id: str, *, refuse: type[DeviceError], source: str
+    ) -> bytes:
+        """Ke from its HPKE wrapping to this device's KEM key (DESIGN.md "Wire formats": info =
+        `coffer/content-key/v1` || 0x00 || order_id; one TPM2_ECDH_ZGen). Any way it fails to give a 32-byte
+        key raises `refuse` naming `source` (a purchase: the order's, InvalidMessage; a deferred item's first
+        open: the stored one, CorruptContent); a lock meanwhile raises Locked, a TPM failure Unavailable."""
+        self._check_open()
+        try:
+            with tpm_calls():
+                ke = hpke.open(
+                    self._session.kem, b64url_decode(wrapped_key), info=hpke.content_key_info(order_id)
+                )
+        except (HpkeError, EncodingError) as exc:
+            raise refuse(f"{source} wrapped key does not open with this device's KEM key") from exc
+        if len(ke) != CONTENT_KEY_SIZE:
+            raise refuse(f"{source} wrapped key is not a {CONTENT_KEY_SIZE}-byte content key")
+        return ke
 
     @property
     def closed(self) -> bool:

@@ -9,16 +9,15 @@ from collections.abc import Iterator
 
 from device_os.core.body import LibraryEntry
 from device_os.core.content import MAX_SEGMENT_SIZE
-from device_os.core.kernel import CONTENT_KEY_SIZE, WalletKernel, tpm_calls
+from device_os.core.kernel import WalletKernel
 from device_os.errors import (
     CorruptContent,
     NotFound,
     Tampered,
     Unavailable,
 )
-from protocol import hpke, stream
-from protocol.b64 import b64url_decode
-from protocol.errors import EncodingError, HpkeError, StreamError
+from protocol import stream
+from protocol.errors import StreamError
 
 
 class LibraryOps(WalletKernel):
@@ -76,18 +75,9 @@ class LibraryOps(WalletKernel):
                 return current
             if current.wrapped_key is None:  # pragma: no cover - schema keeps them together
                 raise CorruptContent("deferred item without a wrapped key")
-            self._check_open()
-            try:
-                with tpm_calls():
-                    ke = hpke.open(
-                        self._session.kem,
-                        b64url_decode(current.wrapped_key),
-                        info=hpke.content_key_info(current.order_id),
-                    )
-            except (HpkeError, EncodingError) as exc:
-                raise CorruptContent("the stored wrapped key does not open") from exc
-        if len(ke) != CONTENT_KEY_SIZE:
-            raise CorruptContent("the stored wrapped key is not a 32-byte content key")
+            ke = self._unwrap_content_key(
+                current.wrapped_key, current.order_id, refuse=CorruptContent, source="the stored"
+            )
         content = self._session.content
         writer = content.writer(self._dek(), self._session.aead)
         try:

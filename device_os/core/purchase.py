@@ -15,7 +15,7 @@ from typing import Literal
 from device_os.core.answers import PurchaseAnswer
 from device_os.core.body import LibraryEntry, OutboxEntry, StateBody
 from device_os.core.content import MAX_SEGMENT_SIZE, PendingBlob, import_stream
-from device_os.core.kernel import CONTENT_KEY_SIZE, WalletKernel, tpm_calls, unverified_member
+from device_os.core.kernel import WalletKernel, unverified_member
 from device_os.errors import (
     AlreadyOwned,
     ContentMismatch,
@@ -27,8 +27,8 @@ from device_os.errors import (
     Unavailable,
 )
 from protocol import hpke, jws, pricing
-from protocol.b64 import b64url_decode, b64url_encode
-from protocol.errors import EncodingError, HpkeError, PricingShortfall, StreamError
+from protocol.b64 import b64url_encode
+from protocol.errors import PricingShortfall, StreamError
 from protocol.jws import Signer
 from protocol.messages import (
     Order,
@@ -119,21 +119,6 @@ class PurchaseOps(WalletKernel):
             raise InsufficientFunds(str(exc)) from exc
         return order
 
-    def _unwrap(self, order: Order) -> bytes:
-        self._check_open()
-        try:
-            with tpm_calls():
-                ke = hpke.open(
-                    self._session.kem,
-                    b64url_decode(order.wrapped_key),
-                    info=hpke.content_key_info(order.order_id),
-                )
-        except (HpkeError, EncodingError) as exc:
-            raise InvalidMessage("the order's wrapped key does not open with this device's KEM key") from exc
-        if len(ke) != CONTENT_KEY_SIZE:
-            raise InvalidMessage("the order's wrapped key is not a 32-byte content key")
-        return ke
-
     def stage(
         self,
         order: Order,
@@ -150,7 +135,9 @@ class PurchaseOps(WalletKernel):
         hashed once, by the writer in `now` mode). With `order_jws`, the payment the commit will most likely
         make is signed in the TPM meanwhile (`SignedAhead`).
         """
-        ke = self._unwrap(order)
+        ke = self._unwrap_content_key(
+            order.wrapped_key, order.order_id, refuse=InvalidMessage, source="the order's"
+        )
         ahead = self._sign_ahead(order, order_jws) if order_jws is not None else None
         content = self._session.content
         writer = content.writer(self._dek(), self._session.aead) if mode == "now" else content.raw_writer()
