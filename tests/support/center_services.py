@@ -8,9 +8,10 @@ data directory of their own. Every message is the real center's; nothing is sign
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from center.blobs import LocalBlobStore
 from center.db.engine import make_engine, session_factory, upgrade
@@ -89,19 +90,27 @@ class CenterServices:
     # -- flow 3 ---------------------------------------------------------------------------------------------
     def enroll(self, device: Device) -> Enrolled:
         """Attest `device` (set up) as the routes would; its wallet accepts the enrollment."""
-        enrollment = EnrollmentService(self.commerce, self._trust)
         published = DeviceService(device, software_version="test").identity()  # what GET /v1/identity answers
-        identity = DeviceIdentity.model_validate(published.model_dump(mode="json"))
-        challenge = enrollment.challenge(identity)
-        secret = device.activate_credential(
-            b64url_decode(challenge.credential_blob), b64url_decode(challenge.encrypted_secret)
-        )
+
+        def activate(blob: bytes, secret: bytes) -> bytes:
+            return device.activate_credential(blob, secret)
+
+        enrolled = self.attest(published.model_dump(mode="json"), activate)
+        device.wallet().accept_enrollment(enrolled.enrollment, enrolled.root_jwk)
+        return enrolled
+
+    def attest(self, identity: dict[str, Any], activate: Callable[[bytes, bytes], bytes]) -> Enrolled:
+        """Flow 3 at the center for a device reached some other way: its published identity, and a function
+        running its TPM2_ActivateCredential. The enrollment is not given to the device."""
+        enrollment = EnrollmentService(self.commerce, self._trust)
+        device_identity = DeviceIdentity.model_validate(identity)
+        challenge = enrollment.challenge(device_identity)
+        secret = activate(b64url_decode(challenge.credential_blob), b64url_decode(challenge.encrypted_secret))
         answer = enrollment.activate(
-            identity.device_id,
+            device_identity.device_id,
             ActivateRequest(challenge_id=challenge.challenge_id, secret=b64url_encode(secret)),
         )
         root_jwk = answer.root_jwk.model_dump()
-        device.wallet().accept_enrollment(answer.enrollment, root_jwk)
         return Enrolled(
             answer.device_id, answer.device_token, answer.enrollment, root_jwk, answer.welcome_credit
         )
