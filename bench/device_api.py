@@ -9,6 +9,8 @@ Prints JSON lines, each {"bench": "device_api", "case": ..., "ms": {"median", "p
 - `unlock_locked`: POST /v1/unlock on a locked device (TPM unseal of the DEK, load of the KEM and payment
   keys, state decrypt); a POST /v1/lock before each, not timed;
 - `credits`: POST /v1/credits with a fresh prepaid credit (verify, one commit: fsync + TPM2_NV_Increment).
+The device is enrolled through the real center (`center serve` on loopback, swtpm's EK CA), which also issues
+the credits (codes redeemed before the timed loop).
 Host numbers on swtpm; a board's discrete TPM and SD card are slower (FACTS.md).
 """
 
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._support import BenchCenter, latency_ms
+from bench._support import enroll_and_fund, latency_ms, real_center
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
 from scripts.swtpm import Swtpm, copy_state, provision_template
@@ -98,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
                      "--listen", f"127.0.0.1:{port}"],
                     cwd=ROOT, env=env, stdout=out, stderr=out,
                 )  # fmt: skip
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            with (
+                httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client,
+                real_center(root, template.ca_bundle) as (center, http),
+            ):
                 _wait_ready(client, proc, log)
                 client.post("/v1/setup", json={"pin": PIN}).raise_for_status()
                 token = client.post("/v1/unlock", json={"pin": PIN}).json()["token"]
                 auth = {"Authorization": f"Bearer {token}"}
-                center = BenchCenter()
-                client.post(
-                    "/v1/enrollment", json=center.enrollment(device_id), headers=auth
-                ).raise_for_status()
+                account = enroll_and_fund(center, http, client, token, 0)
+                assert account.device_id == device_id
                 cases: dict[str, list[float]] = {}
                 cases["reference"] = _time(lambda _i: client.get("/v1/health"), rounds)
                 cases["wallet"] = _time(lambda _i: client.get("/v1/wallet", headers=auth), rounds)
@@ -117,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                     "token"
                 ]  # the newest 8 stay valid
                 auth = {"Authorization": f"Bearer {token}"}
-                credits = [center.credit(device_id, 1) for _ in range(rounds)]
+                credits = [account.prepaid(center, 1) for _ in range(rounds)]
                 cases["credits"] = _time(
                     lambda i: client.post("/v1/credits", json={"credit": credits[i]}, headers=auth), rounds
                 )

@@ -8,7 +8,9 @@ Prints JSON lines, each {"bench": "device_commit", "case": ..., "ms": {"median",
 - `reference`: the same encrypt + write + fsync + rename + fsync with no TPM increment (the file-system cost);
 - `nv_increment`: the counter increment alone;
 - `credit`, `purchase`: whole wallet operations on the unlocked device (verify, price, sign in the TPM, HPKE
-  seal, commit; the purchase also unwraps Ke in the TPM and re-encrypts a 64 KiB item).
+  seal, commit; the purchase also unwraps Ke in the TPM and re-encrypts a 64 KiB item). The device is
+  enrolled, and its credits and orders signed, by the real center's services in this process
+  (tests/support/center_services.py), prepared before the timed loops.
 The state body holds K library entries (default 200) so its size is realistic. Host numbers: swtpm is fast,
 a discrete TPM's NV write and an SD card's fsync are slower (FACTS.md).
 """
@@ -26,18 +28,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._support import T0, BenchCenter, latency_ms
+from bench._support import latency_ms
 from device_os.core import statedoc
 from device_os.core.body import LibraryEntry, StateBody
 from device_os.core.device import Device
 from device_os.core.store import StateStore
 from device_os.settings import DeviceSettings
-from protocol import hpke, stream
-from protocol.b64 import b64url_encode
-from protocol.keys import jwk_from_public_key, public_key_from_jwk
-from protocol.messages import Credit, Enrollment, Order
-from protocol.money import Money
 from scripts.swtpm import Swtpm, copy_state, provision_template
+from tests.support.center_services import CenterServices
 
 PIN = "246810"
 
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = DeviceSettings(data_dir=root / "data", tcti=tpm_proc.tcti, trust_first_center=True)
             device = Device.open(settings)
             try:
-                results = _run(device, root, rounds, args.library)
+                results = _run(device, root, rounds, args.library, template.ca_bundle)
             finally:
                 device.close()
         finally:
@@ -105,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run(device: Device, root: Path, rounds: int, entries: int) -> list[dict[str, Any]]:
+def _run(device: Device, root: Path, rounds: int, entries: int, ek_ca: Path) -> list[dict[str, Any]]:
     device.provision()
     device.setup(PIN)
     device.unlock(PIN)
@@ -146,67 +144,26 @@ def _run(device: Device, root: Path, rounds: int, entries: int) -> list[dict[str
         DeviceSettings(data_dir=root / "data2", tcti=device.settings.tcti, trust_first_center=True)
     )
     try:
-        out.extend(_wallet_ops(fresh, rounds))
+        with CenterServices(root / "center", ek_ca) as center:
+            out.extend(_wallet_ops(fresh, rounds, center))
     finally:
         fresh.close()
     return out
 
 
-def _wallet_ops(device: Device, rounds: int) -> list[dict[str, Any]]:
+def _wallet_ops(device: Device, rounds: int, center: CenterServices) -> list[dict[str, Any]]:
+    """Credits and purchases whose messages come from the real center's services (in this process, like
+    the device core here: no HTTP on either side), prepared before the timed loops."""
     device.provision()
     device.setup(PIN)
     device.unlock(PIN)
-    center = BenchCenter()
     device_id = device.device_id
     wallet = device.wallet()
-    enrollment = center.sign(
-        Enrollment(
-            iss="center",
-            iat=T0,
-            device_id=device_id,
-            keyset=center.keyset,
-            device_token_hash=b64url_encode(hashlib.sha256(b"t").digest()),
-        )
-    )
-    wallet.accept_enrollment(enrollment, jwk_from_public_key(center.root.public_key()))
-    credits = [
-        center.sign(
-            Credit(
-                iss="center",
-                iat=T0,
-                credit_id=f"c{i}",
-                device_id=device_id,
-                kind="prepaid",
-                amount=Money(amount=1000, currency="JPY"),
-                exp=T0 + 86400,
-            )
-        )
-        for i in range(rounds)
-    ]
+    center.enroll(device)
+    credits = [center.credit(device_id, 1000) for _ in range(rounds)]
     credit_times = _time(lambda i: wallet.apply_credit(credits[i]), rounds)
-    kem = public_key_from_jwk(device.identity()["kem_jwk"])
     content = os.urandom(65536)
-    orders = []
-    for i in range(rounds):
-        ke = os.urandom(32)
-        oid = f"o{i}"
-        token = center.sign(
-            Order(
-                iss="center",
-                iat=T0,
-                order_id=oid,
-                item_id=f"item{i}",
-                device_id=device_id,
-                price=Money(amount=100, currency="JPY"),
-                content_sha256=hashlib.sha256(content).hexdigest(),
-                content_length=len(content),
-                aead="aes-256-gcm",
-                segment_size=65536,
-                wrapped_key=b64url_encode(hpke.seal(kem, ke, info=hpke.content_key_info(oid))),
-                exp=T0 + 86400,
-            )
-        )
-        orders.append((token, stream.encrypt(content, ke, segment_size=65536)))
+    orders = [center.order(device_id, center.add_item(content, title=f"item{i}")) for i in range(rounds)]
     before = device.tpm.commands
     purchase_times = _time(lambda i: wallet.purchase(orders[i][0], [orders[i][1]]), rounds)
     per_purchase = (device.tpm.commands - before) / rounds

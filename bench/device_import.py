@@ -35,19 +35,20 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bench._support import BenchCenter
-from device_os.core.aead import resolve
+from bench._support import enroll_and_fund, real_center
+from device_os.core.aead import AeadName, resolve
 from device_os.core.content import ContentStore, import_stream
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
 from protocol import stream
 from protocol.keys import public_key_from_jwk
 from scripts.swtpm import Swtpm, copy_state, provision_template
+from tests.support.center import Account, RealCenter
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = "246810"
@@ -57,10 +58,11 @@ UPLOAD_CHUNK = 256 * 1024
 #: Rounds per case at most: each purchase leaves an outbox entry, and the state document (rewritten whole by
 #: every commit) should stay about the same size through a run.
 MAX_ROUNDS = 12
-#: The AEAD the device stores content under (provisioned with the default "auto": AES-256-GCM where the CPU
-#: has AES). Whatever the order's AEAD, the device re-encrypts under this one, and so does the reference.
+#: The AEAD a device provisioned with the default "auto" stores content under (AES-256-GCM where the CPU has
+#: AES). The benchmark sets each device's AEAD instead (`--aeads`): the real center's stream uses the AEAD the
+#: device declared at enrollment, and the device re-encrypts under the same one, as does the reference.
 DEVICE_AEAD = resolve(DeviceSettings.model_fields["aead"].default)
-FIXED_NOTE = "median POST /v1/purchases of an empty item: verify, ECDH_ZGen, Sign, NV_Increment, fsyncs, HTTP"
+FIXED_NOTE = "median POST /v1/purchases of a 1-byte item: verify, ECDH_ZGen, Sign, NV_Increment, fsyncs, HTTP"
 
 
 def free_port() -> int:
@@ -180,27 +182,51 @@ def file_chunks(path: Path, size: int = UPLOAD_CHUNK) -> Iterator[bytes]:
             yield chunk
 
 
-def ready_device(device: DeviceProcess, center: BenchCenter, funds: int) -> ec.EllipticCurvePublicKey:
-    """Set up, unlock, enroll, fund; returns the device's KEM public key."""
+def ready_device(
+    device: DeviceProcess, center: RealCenter, http: httpx.Client, funds: int
+) -> tuple[ec.EllipticCurvePublicKey, Account]:
+    """Set up, unlock, enroll through the real center, fund; the device's KEM public key and its account."""
     with device.client(60) as client:
         r = client.post("/v1/setup", json={"pin": PIN})
         if r.status_code != 201:
             raise RuntimeError(f"setup: {r.status_code} {r.text}")
         device.unlock()
+        account = enroll_and_fund(center, http, client, device.token, funds)
         identity = client.get("/v1/identity").json()
-        r = client.post(
-            "/v1/enrollment", json=center.enrollment(identity["device_id"]), headers=device.auth()
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"enrollment: {r.status_code} {r.text}")
-        credit = center.credit(identity["device_id"], funds)
-        r = client.post("/v1/credits", json={"credit": credit}, headers=device.auth())
-        if r.status_code != 200:
-            raise RuntimeError(f"credit: {r.status_code} {r.text}")
         kem: ec.EllipticCurvePublicKey = public_key_from_jwk(identity["kem_jwk"])
-        device_id: str = identity["device_id"]
-        device.device_id = device_id
-        return kem
+        device.device_id = account.device_id
+        return kem, account
+
+
+def register(center: RealCenter, directory: Path, size: int) -> str:
+    """An item of `size` random-looking bytes at the real center (written to a file, never held whole)."""
+    path = directory / f"item-{size}.bin"
+    block = os.urandom(MIB)
+    with path.open("wb") as out:
+        for counter, offset in enumerate(range(0, size, MIB)):
+            out.write((counter.to_bytes(8, "big") + block[8:])[: min(MIB, size - offset)])
+    try:
+        return center.add_file(path, title=f"{size} bytes", price=1)
+    finally:
+        path.unlink()
+
+
+def download(account: Account, item_id: str, directory: Path) -> tuple[str, Path]:
+    """A fresh order for `item_id` and its content stream, saved to a file (untimed): (order JWS, path)."""
+    order = account.order(item_id)
+    path = directory / "delivery.cfs"
+    with (
+        path.open("wb") as out,
+        account.center.stream("GET", order["content_url"], headers=account.headers) as r,
+    ):
+        if r.status_code != 200:
+            raise RuntimeError(f"content: {r.status_code}")
+        for chunk in r.iter_raw(UPLOAD_CHUNK):
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    token: str = order["order"]
+    return token, path
 
 
 def make_stream(directory: Path, size: int, aead: str) -> tuple[Path, bytes, str]:
@@ -229,14 +255,16 @@ def make_stream(directory: Path, size: int, aead: str) -> tuple[Path, bytes, str
     return path, ke, digest.hexdigest()
 
 
-def reference_import(src: Path, ke: bytes, length: int, out_dir: Path) -> float:
+def reference_import(
+    src: Path, ke: bytes, length: int, out_dir: Path, device_aead: AeadName = DEVICE_AEAD
+) -> float:
     """The device core's content work without HTTP and TPM, in seconds: `content.import_stream` (decrypt +
     SHA-256 + re-encrypt under a DEK with the device's AEAD) into a `ContentStore` blob (write, fsync,
     rename, directory fsync), reading the same file. The same code as `Wallet.stage`, so the ratio measures
     HTTP, the TPM and the hand-offs, not two implementations of the content work."""
     store = ContentStore(out_dir / "reference")
     started = time.perf_counter()
-    writer = store.writer(os.urandom(32), DEVICE_AEAD)
+    writer = store.writer(os.urandom(32), device_aead)
     try:
         import_stream(file_chunks(src), ke, writer, max_length=length)
     except BaseException:
@@ -273,86 +301,111 @@ def timed_purchase(
 
 
 def run(
-    sizes_mib: list[int], aeads: list[str], rounds: int, work: Path, min_seconds: float = 0.0
+    sizes_mib: list[int], aeads: list[AeadName], rounds: int, work: Path, min_seconds: float = 0.0
 ) -> list[dict[str, Any]]:
     template = provision_template(work / "template")
-    tpm = Swtpm(copy_state(template, work / "tpm"))
-    tpm.start()
     results: list[dict[str, Any]] = []
-    device = DeviceProcess(work / "data", tpm.tcti, work / "serve.log")
-    try:
-        provision(device.data_dir, tpm.tcti)
-        device.start()
-        center = BenchCenter()
-        kem = ready_device(device, center, funds=1_000_000)
-        device_id = device.device_id
-        with device.client() as client:
-            empty_path, empty_ke, empty_sha = make_stream(work, 0, "aes-256-gcm")
-            fixed: list[float] = []
-            for _ in range(5 + rounds):  # the first purchases warm up the service
-                order = center.order(
-                    device_id, kem, ke=empty_ke, sha256=empty_sha, length=0, aead="aes-256-gcm"
-                )
-                fixed.append(timed_purchase(device, client, order, empty_path)[0])
-            fixed_s = statistics.median(fixed[5:])
-            for aead in aeads:
-                for size_mib in sizes_mib:
-                    size = size_mib * MIB
-                    src, ke, sha = make_stream(work, size, aead)
-                    imports: list[tuple[float, float, float]] = []
-                    refs: list[float] = []
-                    started = time.monotonic()
-                    n = 0
-                    while n < rounds or (time.monotonic() - started < min_seconds and n < MAX_ROUNDS):
-                        # Untimed sync(2) before each side: neither pays for the other's writeback or for the
-                        # discard of a deleted file (the disk may be mounted with `discard`). The two sides
-                        # take turns going first (the host's disk slows down unevenly over a run). Small
-                        # cases get more rounds (`min_seconds`): a few seconds of a busy neighbour on this
-                        # shared host would otherwise decide them.
-                        n += 1
-                        order = center.order(device_id, kem, ke=ke, sha256=sha, length=size, aead=aead)
-                        for side in ("ref", "import") if n % 2 else ("import", "ref"):
-                            os.sync()
-                            if side == "ref":
-                                refs.append(reference_import(src, ke, size, work))
-                            else:
-                                imports.append(timed_purchase(device, client, order, src))
-                                # untimed: drop the item so blobs do not pile up on the disk being measured
-                                r = client.delete(f"/v1/library/{center.last_item_id}", headers=device.auth())
-                                if r.status_code != 204:
-                                    raise RuntimeError(f"delete: {r.status_code} {r.text}")
-                    src.unlink()
-                    (best_import, client_cpu, server_cpu), best_ref = min(imports), min(refs)
-                    row = {
-                        "bench": "device_import",
-                        "size_mib": size_mib,
-                        "aead": aead,
-                        "device_aead": DEVICE_AEAD,
-                        "import_s": round(best_import, 4),
-                        "reference_s": round(best_ref, 4),
-                        "import_mib_s": round(size_mib / best_import, 1),
-                        "reference_mib_s": round(size_mib / best_ref, 1),
-                        "ratio": round(best_ref / best_import, 3),
-                        "client_cpu_s": round(client_cpu, 3),
-                        "service_cpu_s": round(server_cpu, 3),
-                        "rounds": n,
-                    }
-                    if size_mib <= 1:
-                        row["import_minus_fixed_s"] = round(best_import - fixed_s, 4)
-                    results.append(row)
-                    print(json.dumps(row), flush=True)
-        summary = {
-            "bench": "device_import",
-            "case": "fixed_per_purchase",
-            "ms": round(fixed_s * 1000, 2),
-            "note": FIXED_NOTE,
-        }
-        results.append(summary)
-        print(json.dumps(summary), flush=True)
-    finally:
-        device.stop()
-        tpm.stop()
+    with real_center(work, template.ca_bundle) as (center, http):
+        fixed_s = 0.0
+        for aead in aeads:
+            # The center's stream uses the AEAD the device declared at enrollment, which is also the one it
+            # stores content under: one device per AEAD, each on its own TPM.
+            tpm = Swtpm(copy_state(template, work / f"tpm-{aead}"))
+            tpm.start()
+            device = DeviceProcess(work / f"data-{aead}", tpm.tcti, work / f"serve-{aead}.log")
+            try:
+                provision(device.data_dir, tpm.tcti)
+                device.start(extra_env={"COFFER_DEVICE_AEAD": aead})
+                _, account = ready_device(device, center, http, funds=1_000_000)
+                with device.client() as client:
+                    if not fixed_s:
+                        fixed_s = _fixed_cost(center, account, device, client, rounds, work)
+                    for size_mib in sizes_mib:
+                        results.append(
+                            _case(center, account, device, client, aead, size_mib, rounds, work, min_seconds)
+                        )
+                        print(json.dumps(results[-1]), flush=True)
+            finally:
+                device.stop()
+                tpm.stop()
+    summary = {"bench": "device_import", "case": "fixed_per_purchase", "ms": round(fixed_s * 1000, 2)}
+    summary["note"] = FIXED_NOTE
+    results.append(summary)
+    print(json.dumps(summary), flush=True)
     return results
+
+
+def _fixed_cost(
+    center: RealCenter, account: Account, device: DeviceProcess, client: httpx.Client, rounds: int, work: Path
+) -> float:
+    """The median purchase of a one-byte item (the center lists no empty item), after 5 warm-up purchases."""
+    item = register(center, work, 1)
+    fixed: list[float] = []
+    for _ in range(5 + rounds):  # the first purchases warm up the service
+        order, src = download(account, item, work)
+        fixed.append(timed_purchase(device, client, order, src)[0])
+        _delete(device, client, item)
+    return statistics.median(fixed[5:])
+
+
+def _delete(device: DeviceProcess, client: httpx.Client, item_id: str) -> None:
+    """Untimed: drop the item so blobs do not pile up on the disk being measured (and it can be bought
+    again)."""
+    r = client.delete(f"/v1/library/{item_id}", headers=device.auth())
+    if r.status_code != 204:
+        raise RuntimeError(f"delete: {r.status_code} {r.text}")
+
+
+def _case(
+    center: RealCenter,
+    account: Account,
+    device: DeviceProcess,
+    client: httpx.Client,
+    aead: AeadName,
+    size_mib: int,
+    rounds: int,
+    work: Path,
+    min_seconds: float,
+) -> dict[str, Any]:
+    size = size_mib * MIB
+    item = register(center, work, size)
+    ref_src, ref_ke, _ = make_stream(work, size, aead)  # the reference's own stream of the same size and AEAD
+    imports: list[tuple[float, float, float]] = []
+    refs: list[float] = []
+    started = time.monotonic()
+    n = 0
+    while n < rounds or (time.monotonic() - started < min_seconds and n < MAX_ROUNDS):
+        # Untimed sync(2) before each side: neither pays for the other's writeback or for the discard of a
+        # deleted file (the disk may be mounted with `discard`). The two sides take turns going first (the
+        # host's disk slows down unevenly over a run). Small cases get more rounds (`min_seconds`): a few
+        # seconds of a busy neighbour on this shared host would otherwise decide them.
+        n += 1
+        order, src = download(account, item, work)  # the center's order and stream, untimed
+        for side in ("ref", "import") if n % 2 else ("import", "ref"):
+            os.sync()
+            if side == "ref":
+                refs.append(reference_import(ref_src, ref_ke, size, work, aead))
+            else:
+                imports.append(timed_purchase(device, client, order, src))
+                _delete(device, client, item)
+        src.unlink()
+    ref_src.unlink()
+    (best_import, client_cpu, server_cpu), best_ref = min(imports), min(refs)
+    row: dict[str, Any] = {
+        "bench": "device_import",
+        "size_mib": size_mib,
+        "aead": aead,
+        "device_aead": aead,
+        "import_s": round(best_import, 4),
+        "reference_s": round(best_ref, 4),
+        "import_mib_s": round(size_mib / best_import, 1),
+        "reference_mib_s": round(size_mib / best_ref, 1),
+        "ratio": round(best_ref / best_import, 3),
+        "client_cpu_s": round(client_cpu, 3),
+        "service_cpu_s": round(server_cpu, 3),
+        "rounds": n,
+    }
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +419,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="directory for the TPM, data and streams (default: temp)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    aeads = [a for a in args.aeads.split(",") if a]
+    aeads: list[AeadName] = []
+    for name in filter(None, args.aeads.split(",")):
+        if name not in get_args(AeadName):
+            parser.error(f"unknown AEAD {name!r}: one of {', '.join(get_args(AeadName))}")
+        aeads.append(name)
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)
         run(sizes, aeads, args.rounds, args.work, args.min_seconds)

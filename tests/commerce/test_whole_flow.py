@@ -19,8 +19,9 @@ import pytest
 from center.__main__ import main
 from center.settings import CenterSettings
 from tests.center.commerce import fresh_database
-from tests.center.conftest import Media, add, catalog_for, live_center
+from tests.center.conftest import Media, add, catalog_for
 from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
+from tests.support.center import RealCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -70,7 +71,7 @@ def test_enroll_redeem_order_pay_receipt(
     token = device.unlock()
     dev = device.client
     with (
-        live_center(data, "--ek-ca", str(swtpm.ca_bundle), "--welcome-credit", str(WELCOME), *db) as server,
+        RealCenter(data, swtpm.ca_bundle, welcome_credit=WELCOME, extra=tuple(db)) as server,
         httpx.Client(base_url=server.url, timeout=60) as center,
     ):
         # flow 3: enrollment, two round trips relayed by the "terminal"

@@ -17,10 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from device_os.api.service import DeviceService
 from device_os.core.device import Device
 from device_os.core.faults import FaultHook
 from device_os.errors import DeviceError
 from device_os.settings import DeviceSettings
+from protocol.b64 import b64url_decode, b64url_encode
 
 
 def _status(device: Device) -> dict[str, Any]:
@@ -72,6 +74,11 @@ def handle(device: Device, req: dict[str, Any]) -> Any:
     if op == "change_pin":
         device.change_pin(req["old"], req["new"])
         return None
+    if op == "identity":  # what GET /v1/identity publishes (the center's enrollment input)
+        return DeviceService(device, software_version="test").identity().model_dump(mode="json")
+    if op == "activate":  # TPM2_ActivateCredential (flow 3)
+        secret = device.activate_credential(b64url_decode(req["blob"]), b64url_decode(req["secret"]))
+        return b64url_encode(secret)
     if op == "enroll":
         return device.wallet().accept_enrollment(req["enrollment"], req["root_jwk"]).keyset_version
     if op == "credit":

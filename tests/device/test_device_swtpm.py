@@ -25,20 +25,20 @@ from protocol import jws
 from protocol.attestation import CertifyEvidence
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment
-from tests.device.center import TestCenter, chunks
-from tests.device.conftest import PIN
+from tests.device.conftest import PIN, CoreCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = pytest.mark.swtpm
 CONTENT = b"coffer content " * 3000
 
 
-def kem_of(device: Device):  # type: ignore[no-untyped-def]
-    return public_key_from_jwk(device.identity()["kem_jwk"])
+def chunks(data: bytes, size: int = 7000) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
-def buy(device: Device, center: TestCenter, item: str, price: int, content: bytes = CONTENT):  # type: ignore[no-untyped-def]
-    order, s = center.order(device.device_id, kem_of(device), item, price, content)
+def buy(device: Device, real: CoreCenter, item: str, price: int, content: bytes = CONTENT):  # type: ignore[no-untyped-def]
+    """The real center's order for `item` and the device's purchase of it."""
+    order, s = real.order(device.device_id, item, price, content)
     return order, device.wallet().purchase(order, chunks(s))
 
 
@@ -63,7 +63,7 @@ def test_provision_is_idempotent(swtpm: SwtpmInstance, make_device: Callable[...
 
 @pytest.mark.parametrize("aead", ["aes-256-gcm", "chacha20-poly1305"])
 def test_setup_unlock_lock(
-    swtpm: SwtpmInstance, make_device: Callable[..., Device], center: TestCenter, aead: str
+    swtpm: SwtpmInstance, make_device: Callable[..., Device], real: CoreCenter, aead: str
 ) -> None:
     device = make_device(swtpm, aead=aead)
     device.provision()
@@ -84,12 +84,12 @@ def test_setup_unlock_lock(
         device.wallet()
     device.unlock(PIN)
     wallet = device.wallet()
-    wallet.accept_enrollment(center.enrollment(device.device_id), center.root_jwk)
-    wallet.apply_credit(center.credit(device.device_id, amount=1000))
-    _, answer = buy(device, center, "book", 100)
+    real.enroll(device)  # attested by the real center; its orders use the AEAD the device declared
+    wallet.apply_credit(real.credit(device.device_id, amount=1000))
+    _, answer = buy(device, real, "book", 100)
     state = device.store.state_path.read_bytes()
     assert state[:4] == b"CST1"
-    blob = device.content.path(wallet.body.library["book"].blob).read_bytes()
+    blob = device.content.path(wallet.body.library[real.item("book")].blob).read_bytes()
     assert blob[5] == (1 if aead == "aes-256-gcm" else 2)
     device.lock()
     assert device.phase() is Phase.LOCKED
@@ -101,7 +101,7 @@ def test_setup_unlock_lock(
     assert again.phase() is Phase.LOCKED
     again.unlock(PIN)
     assert again.wallet().body.purses.prepaid == {"JPY": 900}
-    assert b"".join(again.wallet().open_item("book")) == CONTENT
+    assert b"".join(again.wallet().open_item(real.item("book"))) == CONTENT
     assert again.wallet().stored_answer(answer.order_id) == answer
 
 
@@ -135,10 +135,10 @@ def test_wrong_pins(ready: Device) -> None:
 
 
 def test_change_pin(
-    ready: Device, center: TestCenter, make_device: Callable[..., Device], swtpm: SwtpmInstance
+    ready: Device, real: CoreCenter, make_device: Callable[..., Device], swtpm: SwtpmInstance
 ) -> None:
     device = ready
-    device.wallet().apply_credit(center.credit(device.device_id, amount=1000))
+    device.wallet().apply_credit(real.credit(device.device_id, amount=1000))
     with pytest.raises(WrongPin):
         device.change_pin("000000", "7654321")
     with pytest.raises(WeakPin):
@@ -146,9 +146,9 @@ def test_change_pin(
     device.change_pin(PIN, "7654321")
     assert not (device.data_dir / "pin.next").exists()
     assert not (device.data_dir / "keys.old").exists()
-    _, answer = buy(device, center, "book", 100)  # signs with the re-authed payment key
+    _, answer = buy(device, real, "book", 100)  # signs with the re-authed payment key
     payer = public_key_from_jwk(device.identity()["payment_jwk"])
-    token, _ = center.open_payment(answer.order_id, answer.payment)
+    token = real.open_payment(answer.order_id, answer.payment)
     jws.verify(token, Payment, keys=payer, now=0)
     device.close()
     again = make_device(swtpm)
@@ -158,12 +158,12 @@ def test_change_pin(
     assert again.wallet().body.purses.prepaid == {"JPY": 900}
 
 
-def test_hot_path_tpm_commands(ready: Device, center: TestCenter) -> None:
+def test_hot_path_tpm_commands(ready: Device, real: CoreCenter) -> None:
     """ECDH_ZGen, Sign, NV_Increment, and the counter read back (NV_Read: issue 12, finding 5)."""
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=1000))
-    order, s = center.order(device.device_id, kem_of(device), "song", 100, CONTENT)
+    wallet.apply_credit(real.credit(device.device_id, amount=1000))
+    order, s = real.order(device.device_id, "song", 100, CONTENT)
     before = device.tpm.commands
     wallet.purchase(order, chunks(s))
     assert device.tpm.commands - before == 4
@@ -172,15 +172,15 @@ def test_hot_path_tpm_commands(ready: Device, center: TestCenter) -> None:
 
 def test_rollback_and_deletion_are_tamper(
     ready: Device,
-    center: TestCenter,
+    real: CoreCenter,
     make_device: Callable[..., Device],
     swtpm: SwtpmInstance,
     tmp_path: Path,
 ) -> None:
     device = ready
-    device.wallet().apply_credit(center.credit(device.device_id, amount=1000))
+    device.wallet().apply_credit(real.credit(device.device_id, amount=1000))
     old = device.store.state_path.read_bytes()
-    buy(device, center, "book", 400)
+    buy(device, real, "book", 400)
     device.close()
     state = device.store.state_path
     current = state.read_bytes()
@@ -242,11 +242,12 @@ def test_not_set_up_versus_tamper(swtpm: SwtpmInstance, make_device: Callable[..
     assert d3.phase() is Phase.TAMPERED
 
 
-def test_race_for_the_last_of_the_balance(ready: Device, center: TestCenter) -> None:
+def test_race_for_the_last_of_the_balance(ready: Device, real: CoreCenter) -> None:
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=300))
-    orders = [center.order(device.device_id, kem_of(device), f"item{i}", 300, CONTENT) for i in range(2)]
+    wallet.apply_credit(real.credit(device.device_id, amount=300))
+    real.credit(device.device_id, amount=300)  # redeemed, never given to the device: the center holds both
+    orders = [real.order(device.device_id, f"item{i}", 300, CONTENT) for i in range(2)]
     barrier = threading.Barrier(2)
     results: list[object] = []
 
@@ -272,20 +273,21 @@ def test_race_for_the_last_of_the_balance(ready: Device, center: TestCenter) -> 
     assert device.tpm.counter_read() == device.store.counter
 
 
-def test_refusals_change_nothing(ready: Device, center: TestCenter) -> None:
+def test_refusals_change_nothing(ready: Device, real: CoreCenter) -> None:
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=100))
+    wallet.apply_credit(real.credit(device.device_id, amount=100))
+    real.credit(device.device_id, amount=500)  # redeemed, never given to the device: the center will order
     snap = snapshot(device)
     with pytest.raises(InsufficientFunds):
-        buy(device, center, "big", 500)
-    order, s = center.order(device.device_id, kem_of(device), "cut", 10, CONTENT)
+        buy(device, real, "big", 500)
+    order, s = real.order(device.device_id, "cut", 10, CONTENT)
     with pytest.raises(Exception):  # noqa: B017, PT011 - any refusal; the point is what follows
         wallet.purchase(order, chunks(s[: len(s) // 2]))
     assert snapshot(device) == snap
 
 
-def test_auto_lock(swtpm: SwtpmInstance, tmp_path: Path, center: TestCenter) -> None:
+def test_auto_lock(swtpm: SwtpmInstance, tmp_path: Path) -> None:
     from device_os.settings import DeviceSettings
 
     now = [1000.0]
@@ -314,7 +316,7 @@ def test_auto_lock(swtpm: SwtpmInstance, tmp_path: Path, center: TestCenter) -> 
 
 def test_plaintext_scan(
     ready: Device,
-    center: TestCenter,
+    real: CoreCenter,
     caplog: pytest.LogCaptureFixture,
     make_device: Callable[..., Device],
     swtpm: SwtpmInstance,
@@ -326,13 +328,13 @@ def test_plaintext_scan(
     marker = b"MARKER-7c1e9d-PLAINTEXT-MUST-NOT-LEAK"
     content = (marker + b" ") * 2000
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=1000))
-    buy(device, center, "secret", 100, content)
+    wallet.apply_credit(real.credit(device.device_id, amount=1000))
+    buy(device, real, "secret", 100, content)
     # deferred mode too, and its first open
-    order, s = center.order(device.device_id, kem_of(device), "later", 100, content)
+    order, s = real.order(device.device_id, "later", 100, content)
     wallet.purchase(order, chunks(s), mode="deferred")
-    assert b"".join(wallet.open_item("later")) == content
-    assert b"".join(wallet.open_item("secret")) == content
+    assert b"".join(wallet.open_item(real.item("later"))) == content
+    assert b"".join(wallet.open_item(real.item("secret"))) == content
     dek = device._session.dek if device._session else b""  # the test needs the key to look for it
     assert len(dek) == 32
     device.change_pin(PIN, "90817263")
@@ -381,19 +383,19 @@ def test_identity_evidence_and_credential_activation(ready: Device) -> None:
     assert ready.activate_credential(blob, secret) == b"s" * 32
 
 
-def test_tpm_lost_mid_commit_then_recovered(ready: Device, center: TestCenter, swtpm: SwtpmInstance) -> None:
+def test_tpm_lost_mid_commit_then_recovered(ready: Device, real: CoreCenter, swtpm: SwtpmInstance) -> None:
     from device_os.errors import Unavailable
 
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=100))
+    wallet.apply_credit(real.credit(device.device_id, amount=100))
     tries = device.tpm.da_status().failed_tries
     state = device.store.state_path.read_bytes()
     swtpm.kill()  # an unplug of the TPM alone, while unlocked
     with pytest.raises(Unavailable):
-        wallet.apply_credit(center.credit(device.device_id, amount=50))
+        wallet.apply_credit(real.credit(device.device_id, amount=50))
     with pytest.raises(Unavailable):
-        wallet.apply_credit(center.credit(device.device_id, amount=50))
+        wallet.apply_credit(real.credit(device.device_id, amount=50))
     swtpm.start()
     status = device.start()  # recovery: state.next (never counted by the TPM) is discarded
     assert status.phase is Phase.LOCKED
@@ -401,5 +403,5 @@ def test_tpm_lost_mid_commit_then_recovered(ready: Device, center: TestCenter, s
     assert device.store.state_path.read_bytes() == state
     assert device.tpm.da_status().failed_tries == tries + 1  # one try per unclean TPM shutdown while unlocked
     device.unlock(PIN)
-    device.wallet().apply_credit(center.credit(device.device_id, amount=50))
+    device.wallet().apply_credit(real.credit(device.device_id, amount=50))
     assert device.wallet().body.purses.prepaid == {"JPY": 150}

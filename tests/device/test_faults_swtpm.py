@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 
 import pytest
 
 from device_os.core.faults import COMMIT_STEPS
-from protocol.keys import public_key_from_jwk
-from tests.device.center import TestCenter
+from protocol.b64 import b64url_decode, b64url_encode
+from tests.device.conftest import CoreCenter
 from tests.device.harness import Driver
 from tests.support.swtpm import SwtpmInstance
 
@@ -23,6 +22,18 @@ SETUP_AFTER_COMMIT = ("after-nv-increment", "after-rename", "after-dir-fsync", "
 
 def killed(d: Driver) -> None:
     assert d.finish() == -signal.SIGKILL
+
+
+def enroll_and_fund(d: Driver, real: CoreCenter, amount: int) -> str:
+    """The real center attests the driven device (its TPM answers ActivateCredential), enrolls, funds it."""
+
+    def activate(blob: bytes, secret: bytes) -> bytes:
+        return b64url_decode(d.must("activate", blob=b64url_encode(blob), secret=b64url_encode(secret)))
+
+    enrolled = real.services.attest(d.must("identity"), activate)
+    d.must("enroll", enrollment=enrolled.enrollment, root_jwk=enrolled.root_jwk)
+    d.must("credit", credit=real.credit(enrolled.device_id, amount=amount))
+    return enrolled.device_id
 
 
 @pytest.mark.parametrize("step", SETUP_BEFORE_COMMIT + SETUP_AFTER_COMMIT)
@@ -59,7 +70,9 @@ def test_power_cut_during_setup(swtpm: SwtpmInstance, tmp_path: Path, step: str)
         ("pin-after-move-new", NEW_PIN),
     ],
 )
-def test_power_cut_during_pin_change(swtpm: SwtpmInstance, tmp_path: Path, step: str, pin_after: str) -> None:
+def test_power_cut_during_pin_change(
+    swtpm: SwtpmInstance, tmp_path: Path, step: str, pin_after: str, real: CoreCenter
+) -> None:
     data = tmp_path / "data"
     d = Driver(data, swtpm.tcti)
     d.must("provision")
@@ -77,11 +90,9 @@ def test_power_cut_during_pin_change(swtpm: SwtpmInstance, tmp_path: Path, step:
     snap = d.must("inspect")
     assert {"pin.next", "keys.old"}.isdisjoint(snap["data_listing"])
     # The KEM key moved with the PIN (issue 12 #7): a purchase unwraps with it, no wrong-PIN try spent.
-    center, device_id = TestCenter(), snap["body"]["device_id"]
-    d.must("enroll", enrollment=center.enrollment(device_id), root_jwk=center.root_jwk)
-    d.must("credit", credit=center.credit(device_id, amount=500))
-    kem = public_key_from_jwk(json.loads((data / "keys" / "identity.json").read_text())["kem_jwk"])
-    order, stream_bytes = center.order(device_id, kem, "x", 100, b"after a cut" * 1000)
+    device_id = enroll_and_fund(d, real, 500)
+    assert device_id == snap["body"]["device_id"]
+    order, stream_bytes = real.order(device_id, "x", 100, b"after a cut" * 1000)
     (tmp_path / "stream").write_bytes(stream_bytes)
     d.must("purchase", order=order, stream=str(tmp_path / "stream"))
     assert d.must("status")["failed_tries"] == tries
@@ -91,19 +102,19 @@ def test_power_cut_during_pin_change(swtpm: SwtpmInstance, tmp_path: Path, step:
 @pytest.mark.parametrize(
     "step", ["content-after-write", "content-after-fsync", "content-after-rename", *COMMIT_STEPS]
 )
-def test_no_plaintext_on_disk_after_a_cut(swtpm: SwtpmInstance, tmp_path: Path, step: str) -> None:
+def test_no_plaintext_on_disk_after_a_cut(
+    swtpm: SwtpmInstance, tmp_path: Path, step: str, real: CoreCenter
+) -> None:
     data = tmp_path / "data"
-    center = TestCenter()
     marker = b"TEMP-FILE-MARKER-5d2a" * 3000
     d = Driver(data, swtpm.tcti)
     d.must("provision")
     identity = d.must("setup", pin=PIN)
     d.must("unlock", pin=PIN)
-    device_id = identity["device_id"]
-    d.must("enroll", enrollment=center.enrollment(device_id), root_jwk=center.root_jwk)
-    d.must("credit", credit=center.credit(device_id, amount=500))
+    device_id = enroll_and_fund(d, real, 500)
+    assert device_id == identity["device_id"]
     d.finish()
-    order, stream_bytes = center.order(device_id, public_key_from_jwk(identity["kem_jwk"]), "x", 100, marker)
+    order, stream_bytes = real.order(device_id, "x", 100, marker)
     (tmp_path / "stream").write_bytes(stream_bytes)
     d = Driver(data, swtpm.tcti, fault=step)
     d.must("unlock", pin=PIN)
@@ -120,7 +131,7 @@ def test_no_plaintext_on_disk_after_a_cut(swtpm: SwtpmInstance, tmp_path: Path, 
     d = Driver(data, swtpm.tcti)
     d.must("unlock", pin=PIN)
     snap = d.must("inspect")
-    committed = "x" in snap["body"]["library"]
+    committed = real.item("x") in snap["body"]["library"]
     assert committed == (step in COMMIT_STEPS[2:])  # committed iff the NV increment happened
     assert snap["listing"] == sorted(e["blob"] + ".cfs" for e in snap["body"]["library"].values())
     assert snap["body"]["purses"]["prepaid"] == ({"JPY": 400} if committed else {"JPY": 500})

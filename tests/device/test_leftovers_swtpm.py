@@ -8,25 +8,22 @@ import pytest
 from device_os.core.device import Device, Phase
 from device_os.errors import Unavailable
 from device_os.tpm import TpmError
-from protocol.keys import public_key_from_jwk
-from tests.device.center import TestCenter, chunks
-from tests.device.conftest import PIN
+from tests.device.conftest import PIN, CoreCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = pytest.mark.swtpm
 
 
 def test_in_process_recovery_deletes_the_orphan_blob(
-    ready: Device, center: TestCenter, swtpm: SwtpmInstance
+    ready: Device, real: CoreCenter, swtpm: SwtpmInstance
 ) -> None:
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=1000))
+    wallet.apply_credit(real.credit(device.device_id, amount=1000))
     listing = device.content.listing()
     state = device.store.state_path.read_bytes()
-    kem = public_key_from_jwk(device.identity()["kem_jwk"])
-    order_jws, stream = center.order(device.device_id, kem, "film", 100, b"film " * 50_000)
-    staged = wallet.stage(wallet.verify_order(order_jws), chunks(stream), "now", order_jws=order_jws)
+    order_jws, stream = real.order(device.device_id, "film", 100, b"film " * 50_000)
+    staged = wallet.stage(wallet.verify_order(order_jws), [stream], "now", order_jws=order_jws)
     if staged.ahead is not None:  # let the payment signed ahead finish before the TPM goes away
         staged.ahead.result_for(staged.ahead.payment)
     swtpm.kill()  # the TPM goes away at the commit

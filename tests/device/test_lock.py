@@ -18,22 +18,20 @@ from device_os.core.device import Device
 from device_os.core.wallet import Wallet
 from device_os.errors import Locked, Tampered
 from protocol import stream
-from protocol.keys import public_key_from_jwk
-from tests.device.center import TestCenter, chunks
-from tests.device.conftest import PIN
+from tests.device.conftest import PIN, CoreCenter
 
 pytestmark = pytest.mark.swtpm
-BIG = bytes(range(256)) * 4096  # 1 MiB: 256 segments of 4 KiB
+BIG = bytes(range(256)) * 4096  # 1 MiB: 16 of the center's 64 KiB segments
 WAIT = 60.0  # a guard against a hang, never a timing assertion
 
 
-def _buy(device: Device, center: TestCenter, item: str, mode: str = "now") -> Wallet:
+def _buy(device: Device, real: CoreCenter, item: str, mode: str = "now") -> tuple[Wallet, str]:
+    """The real center's order for `item` (1 MiB), bought: the wallet and the center's item_id."""
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=1000))
-    kem = public_key_from_jwk(device.identity()["kem_jwk"])
-    order, s = center.order(device.device_id, kem, item, 100, BIG)
-    wallet.purchase(order, chunks(s, 65536), mode=mode)  # type: ignore[arg-type]
-    return wallet
+    wallet.apply_credit(real.credit(device.device_id, amount=1000))
+    order, s = real.order(device.device_id, item, 100, BIG)
+    wallet.purchase(order, [s[i : i + 65536] for i in range(0, len(s), 65536)], mode=mode)  # type: ignore[arg-type]
+    return wallet, real.item(item)
 
 
 def _snapshot(device: Device) -> tuple[int, bytes, list[str]]:
@@ -54,11 +52,11 @@ def test_a_failed_unlock_after_the_keys_loaded_leaves_nothing_resident(ready: De
     assert secrets_reachable([device], PIN.encode(), None) == []
 
 
-def test_an_open_stream_stops_decrypting_at_lock(ready: Device, center: TestCenter) -> None:
+def test_an_open_stream_stops_decrypting_at_lock(ready: Device, real: CoreCenter) -> None:
     device = ready
-    wallet = _buy(device, center, "film")
-    whole = wallet.open_item("film")
-    part = wallet.read_range("film", 0, len(BIG))
+    wallet, film = _buy(device, real, "film")
+    whole = wallet.open_item(film)
+    part = wallet.read_range(film, 0, len(BIG))
     assert next(whole)
     assert next(part)
     device.lock()
@@ -68,9 +66,9 @@ def test_an_open_stream_stops_decrypting_at_lock(ready: Device, center: TestCent
         next(part)
 
 
-def test_lock_completes_while_a_first_open_reencrypts(ready: Device, center: TestCenter) -> None:
+def test_lock_completes_while_a_first_open_reencrypts(ready: Device, real: CoreCenter) -> None:
     device = ready
-    wallet = _buy(device, center, "film", mode="deferred")
+    wallet, film = _buy(device, real, "film", mode="deferred")
     before = _snapshot(device)
     started, release = threading.Event(), threading.Event()
     raw_chunks = device.content.raw_chunks
@@ -87,7 +85,7 @@ def test_lock_completes_while_a_first_open_reencrypts(ready: Device, center: Tes
 
     def first_open() -> None:
         try:
-            outcome.append(next(wallet.open_item("film")))
+            outcome.append(next(wallet.open_item(film)))
         except BaseException as exc:
             outcome.append(exc)
 
@@ -106,17 +104,17 @@ def test_lock_completes_while_a_first_open_reencrypts(ready: Device, center: Tes
     assert isinstance(outcome[0], Locked)
     assert _snapshot(device) == before  # nothing committed, the half-written blob removed
     device.unlock(PIN)
-    assert device.wallet().body.library["film"].mode == "deferred"
-    assert b"".join(device.wallet().open_item("film")) == BIG  # a later first open still works
+    assert device.wallet().body.library[film].mode == "deferred"
+    assert b"".join(device.wallet().open_item(film)) == BIG  # a later first open still works
 
 
-def test_after_lock_no_key_pin_or_dek_is_reachable(ready: Device, center: TestCenter) -> None:
+def test_after_lock_no_key_pin_or_dek_is_reachable(ready: Device, real: CoreCenter) -> None:
     device = ready
-    wallet = _buy(device, center, "film")
+    wallet, film = _buy(device, real, "film")
     session = device._session
     assert session is not None
     dek = session.dek
-    stream_in_flight = wallet.open_item("film")
+    stream_in_flight = wallet.open_item(film)
     next(stream_in_flight)
     device.lock()
     assert device.tpm._hot == []

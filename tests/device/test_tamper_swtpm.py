@@ -12,8 +12,7 @@ import pytest
 from device_os.core.device import Device, Phase
 from device_os.errors import Tampered
 from device_os.tpm import Tpm
-from tests.device.center import TestCenter
-from tests.device.conftest import PIN
+from tests.device.conftest import PIN, CoreCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = pytest.mark.swtpm
@@ -50,12 +49,12 @@ def test_tampered_without_keys_is_device_tampered_and_spends_no_try(
 
 
 def test_tampered_with_keys_says_so_before_the_pin_is_tried(
-    swtpm: SwtpmInstance, make_device: Callable[..., Device], center: TestCenter
+    swtpm: SwtpmInstance, make_device: Callable[..., Device], real: CoreCenter
 ) -> None:
     device = _set_up(make_device, swtpm)
     device.unlock(PIN)
     old = device.store.state_path.read_bytes()
-    device.wallet().accept_enrollment(center.enrollment(device.device_id), center.root_jwk)
+    real.enroll(device)  # one commit (the real center's enrollment)
     device.close()
     device.store.state_path.write_bytes(old)  # a rolled-back state
     d2 = make_device(swtpm)
@@ -68,15 +67,15 @@ def test_tampered_with_keys_says_so_before_the_pin_is_tried(
 
 
 def test_counter_moved_at_commit_is_tamper_in_the_status(
-    ready: Device, center: TestCenter, swtpm: SwtpmInstance
+    ready: Device, real: CoreCenter, swtpm: SwtpmInstance
 ) -> None:
     device = ready
     wallet = device.wallet()
-    wallet.apply_credit(center.credit(device.device_id, amount=100))
+    wallet.apply_credit(real.credit(device.device_id, amount=100))
     state = device.store.state_path.read_bytes()
     _other_program_increments(swtpm)
     with pytest.raises(Tampered, match="moved"):
-        wallet.apply_credit(center.credit(device.device_id, amount=50))
+        wallet.apply_credit(real.credit(device.device_id, amount=50))
     status = device.status()
     assert status.tampered
     assert status.phase is Phase.TAMPERED

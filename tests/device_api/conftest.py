@@ -1,5 +1,6 @@
-"""Device API fixtures: a live service on a fresh swtpm (the root conftest's `swtpm`), the center played with
-`protocol`, and the "no state change" check."""
+"""Device API fixtures: a live service on a fresh swtpm (the root conftest's `swtpm`), the real center this
+directory's tests share (tests/support/center.py: enrollment, credits), the forger for what that center never
+signs, and the "no state change" check."""
 
 from __future__ import annotations
 
@@ -7,18 +8,35 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.device_api.center import PlayCenter
-from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
-from tests.support.swtpm import SwtpmInstance
+from tests.device_api.live import FakeClock, LiveDevice, make_settings
+from tests.support.center import Account, RealCenter, enroll, shared_center
+from tests.support.forger import Forger
+from tests.support.swtpm import SwtpmInstance, SwtpmTemplate
 
 MakeLive = Callable[..., LiveDevice]
 
 
+@pytest.fixture(scope="session")
+def real_center(
+    swtpm_template: SwtpmTemplate, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RealCenter]:
+    with shared_center(tmp_path_factory.mktemp("device-center"), swtpm_template.ca_bundle) as center:
+        yield center
+
+
+@pytest.fixture(scope="session")
+def center_http(real_center: RealCenter) -> Iterator[httpx.Client]:
+    with real_center.client() as client:
+        yield client
+
+
 @pytest.fixture
-def center() -> PlayCenter:
-    return PlayCenter()
+def forger(real_center: RealCenter) -> Forger:
+    """Signs with the real center's keys what it never would (expired, another device, altered members)."""
+    return Forger.of(real_center)
 
 
 @pytest.fixture
@@ -51,9 +69,12 @@ def unlocked(live: LiveDevice) -> tuple[LiveDevice, str]:
 
 
 @pytest.fixture
-def enrolled(unlocked: tuple[LiveDevice, str], center: PlayCenter) -> tuple[LiveDevice, str]:
+def account(unlocked: tuple[LiveDevice, str], center_http: httpx.Client) -> Account:
+    """`unlocked`, enrolled through the real center: the device as the center knows it."""
     live, token = unlocked
-    device_id = live.device.device_id
-    r = live.client.post("/v1/enrollment", json=center.enrollment_request(device_id), headers=auth(token))
-    assert r.status_code == 200, r.text
-    return live, token
+    return enroll(center_http, live.client, token)
+
+
+@pytest.fixture
+def enrolled(unlocked: tuple[LiveDevice, str], account: Account) -> tuple[LiveDevice, str]:
+    return unlocked

@@ -1,12 +1,15 @@
-"""Flow 3 over HTTP with the center played by `protocol`: identity, credential activation, enrollment with a
-pinned root and with trust on first use."""
+"""Flow 3 over HTTP against the real center (tests/support/center.py): identity, credential activation,
+enrollment with a pinned root and with trust on first use; what the center never signs (another root, another
+device, a replayed or reordered enrollment) comes from the forger."""
 
 from __future__ import annotations
 
 import base64
 import datetime
 import os
+import time
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,9 +27,10 @@ from protocol.attestation import (
 )
 from protocol.b64 import b64url_decode, b64url_encode
 from protocol.keys import device_id_for, public_key_from_jwk, public_key_from_pem
-from tests.device_api.center import PlayCenter
 from tests.device_api.conftest import MakeLive
 from tests.device_api.live import LiveDevice, auth
+from tests.support.center import Account, RealCenter, attest, enroll
+from tests.support.forger import Forger
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -98,20 +102,23 @@ def test_activate_credential(unlocked: tuple[LiveDevice, str]) -> None:
     assert r.status_code == 200, r.text
 
 
-def test_enrollment_pins_on_first_use(unlocked: tuple[LiveDevice, str], center: PlayCenter) -> None:
+def test_enrollment_pins_on_first_use(
+    unlocked: tuple[LiveDevice, str], real_center: RealCenter, center_http: httpx.Client
+) -> None:
     live, token = unlocked
     device_id = live.device.device_id
-    body = center.enrollment_request(device_id)
+    answer = attest(center_http, live.client, token)
+    body = {"enrollment": answer["enrollment"], "root_jwk": answer["root_jwk"]}
     r = _enroll(live, token, body)
     assert r.status_code == 200, r.text
-    assert r.json()["root_fingerprint"] == center.fingerprint
+    assert r.json()["root_fingerprint"] == real_center.root_fingerprint
     assert r.json()["keyset_version"] == 1
     assert live.client.get("/v1/wallet", headers=auth(token)).json()["enrolled"] is True
     before = live.snapshot()
     again = _enroll(live, token, body)  # the same enrollment again: no commit
     assert again.status_code == 200
     assert live.snapshot() == before
-    other = PlayCenter()
+    other = Forger()  # a center under another root
     _problem(_enroll(live, token, other.enrollment_request(device_id)), "untrusted-keyset", 422)
     assert live.snapshot() == before
 
@@ -120,9 +127,9 @@ def test_enrollment_signed_by_another_root_is_refused(unlocked: tuple[LiveDevice
     live, token = unlocked
     device_id = live.device.device_id
     before = live.snapshot()
-    forged = PlayCenter(keyset_signer=ec.generate_private_key(ec.SECP256R1()))  # claims root A, signed by B
+    forged = Forger(keyset_signer=ec.generate_private_key(ec.SECP256R1()))  # claims root A, signed by B
     _problem(_enroll(live, token, forged.enrollment_request(device_id)), "untrusted-keyset", 422)
-    center = PlayCenter()
+    center = Forger()
     _problem(_enroll(live, token, center.enrollment_request("dev_" + "a" * 32)), "wrong-device", 422)
     body = center.enrollment_request(device_id)
     body["root_jwk"] = {"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}
@@ -132,18 +139,19 @@ def test_enrollment_signed_by_another_root_is_refused(unlocked: tuple[LiveDevice
     assert live.client.get("/v1/wallet", headers=auth(token)).json()["enrolled"] is False
 
 
-def test_enrollment_with_a_pinned_root(make_live: MakeLive) -> None:
-    pinned, other = PlayCenter(), PlayCenter()
-    live = make_live(pinned_root_fingerprint=pinned.fingerprint)
+def test_enrollment_with_a_pinned_root(
+    make_live: MakeLive, real_center: RealCenter, center_http: httpx.Client
+) -> None:
+    pinned, other = real_center.root_fingerprint, Forger()
+    live = make_live(pinned_root_fingerprint=pinned)
     live.setup()
     token = live.unlock()
     device_id = live.device.device_id
     before = live.snapshot()
     _problem(_enroll(live, token, other.enrollment_request(device_id)), "untrusted-keyset", 422)
     assert live.snapshot() == before
-    r = _enroll(live, token, pinned.enrollment_request(device_id))
-    assert r.status_code == 200, r.text
-    assert r.json()["root_fingerprint"] == pinned.fingerprint
+    account = enroll(center_http, live.client, token)  # the pinned (real) center
+    assert account.accepted["root_fingerprint"] == pinned
 
 
 def _high_s(token: str) -> str:
@@ -161,15 +169,16 @@ def _token_hash(live: LiveDevice) -> str:
 
 
 def test_enrollment_replay_commits_nothing_and_never_rolls_back(
-    enrolled: tuple[LiveDevice, str], center: PlayCenter
+    enrolled: tuple[LiveDevice, str], account: Account, forger: Forger, center_http: httpx.Client
 ) -> None:
     """Issue 12, finding 1: the same enrollment in either signature form is answered without a commit (no
-    NV_Increment); an older or equally old different one is refused; only a strictly newer one commits."""
+    NV_Increment); an older or equally old different one is refused; only a strictly newer one (the real
+    center enrolling the device again) commits."""
     live, token = enrolled
-    device_id = live.device.device_id
     record = live.device.wallet().body.enrollment
     assert record is not None
-    current = {"enrollment": record.enrollment, "root_jwk": center.root_jwk}  # what the fixture posted
+    assert record.enrollment == account.enrollment
+    current = {"enrollment": record.enrollment, "root_jwk": account.root_jwk}  # what the fixture posted
     before = live.snapshot()
     token_hash = _token_hash(live)
     for _ in range(3):  # both signature forms, alternating: not one NV_Increment
@@ -177,22 +186,18 @@ def test_enrollment_replay_commits_nothing_and_never_rolls_back(
             r = _enroll(live, token, {**current, "enrollment": form})
             assert r.status_code == 200, r.text
             assert r.json()["counter"] == before.counter
-    # the same payload signed again (another r): the same enrollment, no commit either
-    r = _enroll(live, token, center.enrollment_request(device_id))
+    # the same payload signed again by the center's key (another r): the same enrollment, no commit either
+    r = _enroll(live, token, {**current, "enrollment": forger.resign(record.enrollment)})
     assert r.status_code == 200, r.text
     assert live.snapshot() == before
     # a different enrollment of the same age (another token, same iat): refused
-    _problem(
-        _enroll(live, token, {**current, "enrollment": center.enrollment(device_id, b"t2")}),
-        "already-enrolled",
-        409,
-    )
+    other_token = forger.resign(record.enrollment, device_token_hash="A" * 43)
+    _problem(_enroll(live, token, {**current, "enrollment": other_token}), "already-enrolled", 409)
     assert live.snapshot() == before
-    # strictly newer: one commit, the new token hash
-    center.now += 60
-    newer = center.enrollment(device_id, b"token-newer")
-    r = _enroll(live, token, {**current, "enrollment": newer})
-    assert r.status_code == 200, r.text
+    # strictly newer: the real center enrolls the device again (a later second: a newer iat) -> one commit
+    # (ActivateCredential on the way commits nothing), the new token hash
+    time.sleep(1.1)  # not a timing assertion: the center's iat has a one-second resolution
+    newer = enroll(center_http, live.client, token).enrollment
     after = live.snapshot()
     assert after.counter == before.counter + 1
     newer_hash = _token_hash(live)
@@ -206,19 +211,21 @@ def test_enrollment_replay_commits_nothing_and_never_rolls_back(
     assert _token_hash(live) == newer_hash
 
 
-def test_without_a_pinned_root_enrollment_needs_explicit_trust_on_first_use(make_live: MakeLive) -> None:
+def test_without_a_pinned_root_enrollment_needs_explicit_trust_on_first_use(
+    make_live: MakeLive, real_center: RealCenter, center_http: httpx.Client
+) -> None:
     """Issue 12, finding 3: no pinned root and no COFFER_DEVICE_TRUST_FIRST_CENTER: enrollment is refused
     (the PC cannot enroll the board under a root of its own); health and identity say how it is pinned."""
-    center = PlayCenter()
+    fingerprint = real_center.root_fingerprint
     strict = make_live(trust_first_center=False)
     strict.setup()
     token = strict.unlock()
-    device_id = strict.device.device_id
     assert strict.client.get("/v1/health").json()["root_pinning"] == "none"
     ident = strict.identity()
     assert (ident["root_pinning"], ident["pinned_root_fingerprint"]) == ("none", None)
     before = strict.snapshot()
-    r = _enroll(strict, token, center.enrollment_request(device_id))
+    answer = attest(center_http, strict.client, token)  # the real center's enrollment for this device
+    r = _enroll(strict, token, {"enrollment": answer["enrollment"], "root_jwk": answer["root_jwk"]})
     _problem(r, "untrusted-keyset", 422)
     assert "COFFER_DEVICE_TRUST_FIRST_CENTER" in r.json()["detail"]
     assert strict.snapshot() == before
@@ -227,8 +234,8 @@ def test_without_a_pinned_root_enrollment_needs_explicit_trust_on_first_use(make
 
     tofu = make_live(trust_first_center=True)
     assert tofu.client.get("/v1/health").json()["root_pinning"] == "trust-first"
-    pinned = make_live(pinned_root_fingerprint=center.fingerprint)
+    pinned = make_live(pinned_root_fingerprint=fingerprint)
     assert pinned.client.get("/v1/health").json()["root_pinning"] == "pinned"
     pinned.setup()
     ident = pinned.identity()
-    assert (ident["root_pinning"], ident["pinned_root_fingerprint"]) == ("pinned", center.fingerprint)
+    assert (ident["root_pinning"], ident["pinned_root_fingerprint"]) == ("pinned", fingerprint)

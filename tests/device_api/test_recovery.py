@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import pytest
 
-from tests.device_api.center import PlayCenter
 from tests.device_api.live import PIN, LiveDevice, auth
+from tests.support.center import Account, RealCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
 
 
 def test_commit_cut_by_the_tpm_recovers_without_restart(
-    enrolled: tuple[LiveDevice, str], center: PlayCenter, swtpm: SwtpmInstance
+    enrolled: tuple[LiveDevice, str], account: Account, real_center: RealCenter, swtpm: SwtpmInstance
 ) -> None:
     live, token = enrolled
-    credit = center.credit(live.device.device_id, 1500)
+    credit = account.prepaid(real_center, 1500)
     counter_before = live.client.get("/v1/wallet", headers=auth(token)).json()["counter"]
 
     swtpm.kill()

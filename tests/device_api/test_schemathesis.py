@@ -22,9 +22,9 @@ from schemathesis.specs.openapi.checks import (
 
 from protocol.b64 import b64url_encode
 from protocol.keys import jwk_thumbprint
-from tests.device_api.center import PlayCenter
 from tests.device_api.live import PIN, LiveDevice, auth
 from tests.protocol.test_jws import raw_sign
+from tests.support.forger import Forger
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
 MAX_EXAMPLES = 25
@@ -136,11 +136,12 @@ HEADER_VALUES = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), m
 
 
 def test_jws_members_and_headers_fuzz_no_server_errors(
-    enrolled: tuple[LiveDevice, str], center: PlayCenter
+    enrolled: tuple[LiveDevice, str], forger: Forger
 ) -> None:
     """Every route that carries a JWS (body member or `Coffer-Order`), with well-formed, mutated, random,
     deeply nested and badly signed tokens, and random extra headers on every route: never a 5xx, always
-    problem+json on errors, and no TPM dictionary-attack try spent."""
+    problem+json on errors, and no TPM dictionary-attack try spent. Tokens are signed by the real center's key
+    (via the forger: these are never messages it would sign) or a stranger's."""
     live, token = enrolled
     session = Session(live, token)
     tries = live.failed_tries()
@@ -159,7 +160,7 @@ def test_jws_members_and_headers_fuzz_no_server_errors(
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         for path, typ in JWS_ROUTES.items():  # every route gets a token of its kind in every example
-            jws_token = data.draw(tokens(typ, center.signing))
+            jws_token = data.draw(tokens(typ, forger.signing))
             headers = session.headers()
             if path == "/v1/purchases":
                 headers |= {"Coffer-Order": jws_token, "Content-Type": "application/octet-stream"}
@@ -168,7 +169,7 @@ def test_jws_members_and_headers_fuzz_no_server_errors(
             else:
                 payload: dict[str, object] = {path.removeprefix("/v1/").removesuffix("s"): jws_token}
                 if path == "/v1/enrollment":
-                    payload["root_jwk"] = center.root_jwk
+                    payload["root_jwk"] = forger.root_jwk
                 r = live.client.post(path, json=payload, headers=headers)
             _check(r)
             statuses.add(r.status_code)

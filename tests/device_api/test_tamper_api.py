@@ -9,9 +9,9 @@ import shutil
 import pytest
 
 from device_os.tpm import Tpm, TpmError
-from tests.device_api.center import PlayCenter
 from tests.device_api.conftest import MakeLive
 from tests.device_api.live import FakeClock, LiveDevice, auth
+from tests.support.center import Account, RealCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -43,13 +43,13 @@ def test_unlock_without_keys_is_device_tampered(make_live: MakeLive) -> None:
 
 
 def test_counter_moved_under_a_commit_reaches_health(
-    enrolled: tuple[LiveDevice, str], center: PlayCenter, swtpm: SwtpmInstance
+    enrolled: tuple[LiveDevice, str], account: Account, real_center: RealCenter, swtpm: SwtpmInstance
 ) -> None:
     live, token = enrolled
-    device_id = live.device.device_id
+    credit = account.prepaid(real_center, 1000)
     with Tpm.open(swtpm.tcti) as other:  # another program on the board moves the wallet counter
         other.counter_increment()
-    r = live.client.post("/v1/credits", json={"credit": center.credit(device_id)}, headers=auth(token))
+    r = live.client.post("/v1/credits", json={"credit": credit}, headers=auth(token))
     _tampered(r)
     health = live.client.get("/v1/health").json()
     assert (health["phase"], health["tampered"]) == ("tampered", True)

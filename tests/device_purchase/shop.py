@@ -1,22 +1,22 @@
-"""The center's side of flow 5 for the device purchase tests: a live device (tests/device_api/live.py)
-enrolled with `tests.device.center.TestCenter`, funded; helpers post orders and streams over real HTTP."""
+"""The device purchase tests' shop: a live device (tests/device_api/live.py) enrolled through the real center
+(tests/support/center.py, shared by the session) and funded with a credit code the center issued; items are
+registered at that center and every order and content stream is the center's, posted to the device over
+real HTTP. Orders the center never signs (expired, foreign, members that lie) come from `shop.forger`."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from protocol import hpke, jws
-from protocol.b64 import b64url_encode
 from protocol.keys import public_key_from_jwk
-from protocol.messages import Order
-from protocol.money import Money
-from tests.device.center import DAY, TestCenter
 from tests.device_api.live import LiveDevice, Snapshot, auth
+from tests.support.center import Account, RealCenter, enroll, ok
+from tests.support.forger import Forger
 
 FUNDS = 100_000
 
@@ -25,9 +25,13 @@ FUNDS = 100_000
 class Shop:
     live: LiveDevice
     token: str
-    center: TestCenter
+    center: RealCenter
+    account: Account
+    forger: Forger  # signs with the real center's keys: for what it must never produce
     kem: ec.EllipticCurvePublicKey
     payer: ec.EllipticCurvePublicKey
+    items: dict[str, str] = field(default_factory=dict)  # the test's label -> the center's item_id
+    sha256: dict[str, str] = field(default_factory=dict)  # label -> the registered content's digest
 
     @property
     def device_id(self) -> str:
@@ -37,8 +41,24 @@ class Shop:
     def headers(self) -> dict[str, str]:
         return auth(self.token)
 
-    def order(self, item_id: str, content: bytes, price: int = 100, **kw: Any) -> tuple[str, bytes]:
-        return self.center.order(self.device_id, self.kem, item_id, price, content, **kw)
+    def item(self, label: str, content: bytes | None = None, price: int = 100) -> str:
+        """The center's item_id for `label`, registered with `content` at `price` the first time."""
+        if label not in self.items:
+            assert content is not None, f"item {label!r} is not registered yet"
+            self.items[label] = self.center.add_content(content, title=label, price=price)
+            self.sha256[label] = hashlib.sha256(content).hexdigest()
+        elif content is not None:
+            assert hashlib.sha256(content).hexdigest() == self.sha256[label], f"{label!r} has other content"
+        return self.items[label]
+
+    def content_path(self, label: str) -> str:
+        return f"/v1/library/{self.items.get(label, label)}/content"
+
+    def order(self, label: str, content: bytes | None = None, price: int = 100) -> tuple[str, bytes]:
+        """A fresh order from the real center for the item `label` and its content stream."""
+        answer, body = self.account.bought(self.item(label, content, price))
+        order: str = answer["order"]
+        return order, body
 
     def post(
         self,
@@ -61,13 +81,20 @@ class Shop:
             headers={**self.headers, "Coffer-Order": order, "Content-Type": "application/octet-stream"},
         )
 
-    def buy(self, item_id: str, content: bytes, price: int = 100, **kw: Any) -> dict[str, Any]:
-        mode = kw.pop("mode", None)
-        order, stream = self.order(item_id, content, price, **kw)
-        r = self.post(order, stream, mode=mode)
+    def buy(self, label: str, content: bytes | None = None, price: int = 100, **kw: Any) -> dict[str, Any]:
+        order, body = self.order(label, content, price)
+        r = self.post(order, body, **kw)
         assert r.status_code == 200, r.text
         answer: dict[str, Any] = r.json()
         return answer
+
+    def settle(self, answer: dict[str, Any]) -> str:
+        """Relay a purchase's payment to the center: its receipt (not yet given to the device)."""
+        return self.account.pay(answer["order_id"], answer["payment"])
+
+    def credit(self, amount: int) -> str:
+        """A prepaid credit: a code the center issued, redeemed over HTTP (not yet given to the device)."""
+        return self.account.redeem(self.center.issue_code(self.device_id, amount))
 
     def wallet(self) -> dict[str, Any]:
         r = self.live.client.get("/v1/wallet", headers=self.headers)
@@ -90,63 +117,21 @@ def _iter(chunks: Iterable[bytes]) -> Iterator[bytes]:
     yield from chunks
 
 
-def open_shop(live: LiveDevice, token: str, center: TestCenter, funds: int = FUNDS) -> Shop:
-    device_id = live.device.device_id
-    r = live.client.post(
-        "/v1/enrollment",
-        json={"enrollment": center.enrollment(device_id), "root_jwk": center.root_jwk},
-        headers=auth(token),
-    )
-    assert r.status_code == 200, r.text
-    if funds:
-        r = live.client.post(
-            "/v1/credits", json={"credit": center.credit(device_id, amount=funds)}, headers=auth(token)
-        )
-        assert r.status_code == 200, r.text
+def open_shop(
+    live: LiveDevice, token: str, center: RealCenter, http: httpx.Client, funds: int = FUNDS
+) -> Shop:
+    """Enroll `live` through the real center and fund it with `funds` (a redeemed code)."""
+    account = enroll(http, live.client, token)
     identity = live.identity()
-    return Shop(
+    shop = Shop(
         live,
         token,
         center,
+        account,
+        Forger.of(center),
         public_key_from_jwk(identity["kem_jwk"]),
         public_key_from_jwk(identity["payment_jwk"]),
     )
-
-
-def signed_order(
-    center: TestCenter,
-    device_id: str,
-    kem: ec.EllipticCurvePublicKey,
-    *,
-    ke: bytes,
-    content_sha256: str,
-    content_length: int,
-    item_id: str = "item",
-    price: int = 100,
-    order_id: str | None = None,
-    aead: str = "aes-256-gcm",
-    segment_size: int = 4096,
-    iat: int | None = None,
-    exp: int | None = None,
-) -> str:
-    """An order with every member chosen by the test (TestCenter.order derives hash and length itself)."""
-    order_id = order_id or center.next_id("ord")
-    iat = center.now if iat is None else iat
-    wrapped = hpke.seal(kem, ke, info=hpke.content_key_info(order_id))
-    return jws.sign(
-        Order(
-            iss="center",
-            iat=iat,
-            order_id=order_id,
-            item_id=item_id,
-            device_id=device_id,
-            price=Money(amount=price, currency="JPY"),
-            content_sha256=content_sha256,
-            content_length=content_length,
-            aead=aead,
-            segment_size=segment_size,
-            wrapped_key=b64url_encode(wrapped),
-            exp=iat + DAY if exp is None else exp,
-        ),
-        jws.SoftwareSigner(center.signing),
-    )
+    if funds:
+        ok(live.client.post("/v1/credits", json={"credit": shop.credit(funds)}, headers=auth(token)))
+    return shop

@@ -10,12 +10,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from protocol import stream
-from tests.device.center import TestCenter
 from tests.device_api.live import FakeClock, LiveDevice, make_settings
-from tests.device_purchase.shop import Shop, open_shop, signed_order
+from tests.device_purchase.shop import Shop, open_shop
+from tests.support.center import RealCenter
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -29,7 +30,7 @@ def _problem(r, slug: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def _blob(shop: Shop, item: str) -> Path:
-    entry = shop.live.device.wallet().body.library[item]
+    entry = shop.live.device.wallet().body.library[shop.item(item)]
     return shop.live.device.content.path(entry.blob)
 
 
@@ -38,18 +39,18 @@ def test_missing_blob_is_a_problem(shop: Shop, mode: str) -> None:
     shop.buy("song", os.urandom(30_000), mode=mode)
     _blob(shop, "song").unlink()  # the SD card lost it
     before = shop.snapshot()
-    _problem(shop.get("/v1/library/song/content"), "corrupt-content")
-    _problem(shop.get("/v1/library/song/content", Range="bytes=10-20"), "corrupt-content")
+    _problem(shop.get(shop.content_path("song")), "corrupt-content")
+    _problem(shop.get(shop.content_path("song"), Range="bytes=10-20"), "corrupt-content")
     assert shop.snapshot() == before
 
 
 def test_content_key_that_is_not_32_bytes_is_refused(shop: Shop) -> None:
+    """The center always wraps a 32-byte Ke: the forger wraps other sizes, signed with the center's key."""
     content = os.urandom(10_000)
-    body = stream.encrypt(content, os.urandom(32), segment_size=4096)
+    body = stream.encrypt(content, os.urandom(32))
     before = shop.snapshot()
     for size in (16, 31, 33, 64):
-        order = signed_order(
-            shop.center,
+        order = shop.forger.order(
             shop.device_id,
             shop.kem,
             ke=os.urandom(size),
@@ -71,10 +72,10 @@ def test_blob_of_another_length_is_corrupt_content(shop: Shop) -> None:
     b.rename(a)
     tmp.rename(b)
     before = shop.snapshot()
-    _problem(shop.get("/v1/library/long/content", Range="bytes=60000-70000"), "corrupt-content")
-    _problem(shop.get("/v1/library/long/content"), "corrupt-content")
-    _problem(shop.get("/v1/library/short/content"), "corrupt-content")
-    _problem(shop.get("/v1/library/short/content", Range="bytes=0-10"), "corrupt-content")
+    _problem(shop.get(shop.content_path("long"), Range="bytes=60000-70000"), "corrupt-content")
+    _problem(shop.get(shop.content_path("long")), "corrupt-content")
+    _problem(shop.get(shop.content_path("short")), "corrupt-content")
+    _problem(shop.get(shop.content_path("short"), Range="bytes=0-10"), "corrupt-content")
     assert shop.snapshot() == before
 
 
@@ -92,11 +93,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def full_shop(small_disk: Path, swtpm: SwtpmInstance) -> Iterator[Shop]:
+def full_shop(
+    small_disk: Path, swtpm: SwtpmInstance, real_center: RealCenter, center_http: httpx.Client
+) -> Iterator[Shop]:
     live = LiveDevice(make_settings(small_disk / "data", swtpm.tcti), FakeClock()).start()
     try:
         live.setup()
-        yield open_shop(live, live.unlock(), TestCenter())
+        yield open_shop(live, live.unlock(), real_center, center_http)
     finally:
         live.stop()
 
@@ -121,16 +124,15 @@ def test_full_disk_is_a_problem_with_no_state_change(full_shop: Shop) -> None:
     _problem(shop.post(order, body), "service-unavailable")
     assert shop.snapshot() == before
     # no room even for `state.next`: a credit and a deferred item's first open (its re-encrypted blob)
+    credit = shop.credit(1000)  # redeemed at the center before the disk fills
     filler = _fill(data, leave=0)
-    r = shop.live.client.post(
-        "/v1/credits", json={"credit": shop.center.credit(shop.device_id)}, headers=shop.headers
-    )
+    r = shop.live.client.post("/v1/credits", json={"credit": credit}, headers=shop.headers)
     _problem(r, "service-unavailable")
-    _problem(shop.get("/v1/library/later/content"), "service-unavailable")
+    _problem(shop.get(shop.content_path("later")), "service-unavailable")
     order, body = shop.order("tiny", os.urandom(100))
     _problem(shop.post(order, body), "service-unavailable")
     assert shop.snapshot() == before
     # room again: everything works, nothing was half-applied
     filler.unlink()
-    assert shop.get("/v1/library/later/content").status_code == 200
-    assert shop.buy("tiny", os.urandom(100))["counter"] == before.counter + 2
+    assert shop.get(shop.content_path("later")).status_code == 200
+    assert shop.post(order, body).json()["counter"] == before.counter + 2  # the same order, now accepted

@@ -37,7 +37,7 @@ def _post(shop: Shop, route: str, token: str) -> httpx.Response:
         return client.post("/v1/credits", json={"credit": token}, headers=headers)
     if route == "receipts":
         return client.post("/v1/receipts", json={"receipt": token}, headers=headers)
-    body = {"enrollment": token, "root_jwk": shop.center.root_jwk}
+    body = {"enrollment": token, "root_jwk": shop.forger.root_jwk}
     return client.post("/v1/enrollment", json=body, headers=headers)
 
 
@@ -53,7 +53,7 @@ TYPES = {
 @pytest.mark.parametrize("signer", ["center", "stranger"])
 @pytest.mark.parametrize("route", sorted(TYPES))
 def test_nested_json_in_a_jws_is_a_4xx_problem(shop: Shop, route: str, signer: str, where: str) -> None:
-    key = shop.center.signing if signer == "center" else ec.generate_private_key(ec.SECP256R1())
+    key = shop.forger.signing if signer == "center" else ec.generate_private_key(ec.SECP256R1())
     token = nested_jws(key, TYPES[route], where=where)
     assert len(token) <= 12288
     before = shop.snapshot()

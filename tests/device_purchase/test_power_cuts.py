@@ -17,16 +17,21 @@ import httpx
 import pytest
 
 from device_os.core.faults import COMMIT_STEPS, CONTENT_STEPS
+from protocol import jws
 from protocol.keys import public_key_from_jwk
-from tests.device.center import TestCenter, chunks, verify_payment
+from protocol.messages import Payment
 from tests.device_purchase.process import FUNDS, post_purchase, ready_process, wallet
+from tests.support.center import RealCenter
 from tests.support.faults import fault_env
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration, pytest.mark.slow]
 
 PRICE = 100
-SEG = 16384
+
+
+def chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
 def _cuts(rng: random.Random) -> list[tuple[str, str | float, str]]:
@@ -40,10 +45,11 @@ def _cuts(rng: random.Random) -> list[tuple[str, str | float, str]]:
     return cuts
 
 
-def test_power_cuts_during_streamed_purchases(swtpm: SwtpmInstance, tmp_path: Path) -> None:
+def test_power_cuts_during_streamed_purchases(
+    swtpm: SwtpmInstance, tmp_path: Path, real_center: RealCenter, center_http: httpx.Client
+) -> None:
     rng = random.Random(int(os.environ.get("COFFER_SEED", 7)))
-    center = TestCenter()
-    device, kem = ready_process(swtpm.tcti, tmp_path, center)
+    device, _, account = ready_process(swtpm.tcti, tmp_path, real_center, center_http)
     device.stop()
     owned: dict[str, bytes] = {}
     orders: dict[str, str] = {}
@@ -51,9 +57,10 @@ def test_power_cuts_during_streamed_purchases(swtpm: SwtpmInstance, tmp_path: Pa
     tpm_kills = {len(cuts) - 1, len(cuts) - 3}  # power cuts that take the TPM down as well
     outcomes: dict[str, int] = {"committed-before-repost": 0, "not-committed": 0}
     for k, (kind, where, mode) in enumerate(cuts):
-        item = f"item{k}"
         content = os.urandom(rng.randint(100_000, 1_200_000))
-        order, body = center.order(device.device_id, kem, item, PRICE, content, segment_size=SEG)
+        item = real_center.add_content(content, title=f"item{k}", price=PRICE)
+        answer, body = account.bought(item)
+        order = answer["order"]
         device.start(extra_env=fault_env(where) if isinstance(where, str) else None)
         device.unlock()
         with device.client(120) as client:
@@ -123,8 +130,8 @@ def test_power_cuts_during_streamed_purchases(swtpm: SwtpmInstance, tmp_path: Pa
     payer_key = public_key_from_jwk(identity["payment_jwk"])
     counters = []
     for entry in entries:
-        token, _ = center.open_payment(entry["order_id"], entry["payment"])
-        payment = verify_payment(token, payer_key)
+        token = real_center.open_payment(entry["order_id"], entry["payment"])
+        payment = jws.verify(token, Payment, keys=payer_key, now=0)
         assert sum(d.amount for d in payment.debits) == PRICE
         counters.append(payment.counter)
     assert len(entries) == len(owned)

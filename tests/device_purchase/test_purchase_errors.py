@@ -11,15 +11,17 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from protocol import stream
-from tests.device.center import DAY, T0, TestCenter
-from tests.device_purchase.shop import FUNDS, Shop, signed_order
+from tests.device_purchase.shop import FUNDS, Shop
+from tests.support.center import claims
+from tests.support.forger import DAY, Forger
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
 
-CONTENT = os.urandom(50_000)
-SEG = 4096
+CONTENT = os.urandom(300_000)  # several of the center's 64 KiB segments
+SEG = stream.DEFAULT_SEGMENT_SIZE  # the real center's segment size (the forger's orders use it too)
 
 
 def _refused(shop: Shop, order: str, body: bytes, slug: str, status: int, **kw: object) -> None:
@@ -37,16 +39,18 @@ def _flip(data: bytes, at: int) -> bytes:
 
 
 def _own_order(shop: Shop, **kw: object) -> tuple[str, bytes, bytes]:
-    """(order, stream, Ke) for CONTENT with members overridable."""
+    """(order, stream, Ke) for CONTENT with members overridable: what the center never signs, so the forger
+    signs it with the center's key."""
     ke = os.urandom(32)
     members: dict[str, object] = {
         "ke": ke,
         "content_sha256": hashlib.sha256(CONTENT).hexdigest(),
         "content_length": len(CONTENT),
         "segment_size": SEG,
+        "item_id": shop.item("x", CONTENT),
     }
     members.update(kw)
-    order = signed_order(shop.center, shop.device_id, shop.kem, **members)  # type: ignore[arg-type]
+    order = shop.forger.order(shop.device_id, shop.kem, **members)  # type: ignore[arg-type]
     return order, stream.encrypt(CONTENT, ke, segment_size=SEG), ke
 
 
@@ -54,53 +58,58 @@ Case = Callable[[Shop], tuple[str, bytes]]
 
 
 def _insufficient(shop: Shop) -> tuple[str, bytes]:
-    return shop.order("x", CONTENT, price=FUNDS + 1, segment_size=SEG)
+    """A real order the device cannot pay: the center also counts a credit redeemed but never given to the
+    device (so it holds the price), the device has only FUNDS."""
+    shop.credit(FUNDS)
+    return shop.order("dear", CONTENT, price=FUNDS + 1)
 
 
 def _expired(shop: Shop) -> tuple[str, bytes]:
-    return shop.order("x", CONTENT, iat=T0 - 2 * DAY, exp=T0 - DAY, segment_size=SEG)
+    now = shop.forger.now
+    return shop.forger.order_for(shop.device_id, shop.kem, CONTENT, iat=now - 2 * DAY, exp=now - DAY)
 
 
 def _wrong_device(shop: Shop) -> tuple[str, bytes]:
-    return shop.center.order("dev_" + "a" * 32, shop.kem, "x", 100, CONTENT, segment_size=SEG)
+    return shop.forger.order_for("dev_" + "a" * 32, shop.kem, CONTENT)
 
 
 def _foreign_signer(shop: Shop) -> tuple[str, bytes]:
-    return TestCenter().order(shop.device_id, shop.kem, "x", 100, CONTENT, segment_size=SEG)
+    return Forger().order_for(shop.device_id, shop.kem, CONTENT)
 
 
 def _not_a_jws(shop: Shop) -> tuple[str, bytes]:
-    _, body = shop.order("x", CONTENT, segment_size=SEG)
+    _, body = shop.order("x", CONTENT)
     return "eyJhbGciOiJFUzI1NiJ9.e30.AAAA", body
 
 
 def _tampered(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
     return order, _flip(body, len(body) // 2)
 
 
 def _tampered_last(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
     return order, _flip(body, len(body) - 1)
 
 
 def _truncated(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
     return order, body[:-10]
 
 
 def _truncated_at_boundary(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
+    assert claims(order)["segment_size"] == SEG
     return order, body[: stream.HEADER_SIZE + 3 * (SEG + stream.TAG_SIZE)]
 
 
 def _header_only(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
     return order, body[: stream.HEADER_SIZE]
 
 
 def _empty_body(shop: Shop) -> tuple[str, bytes]:
-    order, _ = shop.order("x", CONTENT, segment_size=SEG)
+    order, _ = shop.order("x", CONTENT)
     return order, b""
 
 
@@ -120,7 +129,7 @@ def _longer_plaintext(shop: Shop) -> tuple[str, bytes]:
 
 
 def _trailing_bytes(shop: Shop) -> tuple[str, bytes]:
-    order, body = shop.order("x", CONTENT, segment_size=SEG)
+    order, body = shop.order("x", CONTENT)
     return order, body + b"\x00"
 
 
@@ -145,10 +154,8 @@ def _header_other_aead(shop: Shop) -> tuple[str, bytes]:
 
 
 def _wrapped_to_another_key(shop: Shop) -> tuple[str, bytes]:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return shop.center.order(shop.device_id, other, "x", 100, CONTENT, segment_size=SEG)
+    return shop.forger.order_for(shop.device_id, other, CONTENT)
 
 
 CASES: dict[str, tuple[Case, str, int]] = {
@@ -184,7 +191,7 @@ def test_refusals_leave_no_state_change(shop: Shop, mode: str) -> None:
             _refused(shop, order, body, slug, status, mode=mode)
         except AssertionError as exc:
             raise AssertionError(f"case {name}: {exc}") from exc
-    order, body = shop.order("owned", CONTENT)
+    order, body = shop.order("owned")  # a second real order for an item the device owns
     _refused(shop, order, body, "already-owned", 409, mode=mode)
     # After all that, a good purchase still works and debits once.
     assert shop.balance() == FUNDS - 100
@@ -222,7 +229,7 @@ def test_request_shape_errors(shop: Shop) -> None:
 
 
 def test_client_disconnect_mid_upload_aborts_staging(shop: Shop) -> None:
-    order, body = shop.order("x", os.urandom(3_000_000), segment_size=65536)
+    order, body = shop.order("3mb", os.urandom(3_000_000))
     before = shop.snapshot()
     host, port = shop.live.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port))) as sock:

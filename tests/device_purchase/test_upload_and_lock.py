@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,10 +16,8 @@ import pytest
 
 from device_os.api.service import DeviceService
 from device_os.core.device import Phase
-from tests.device.center import TestCenter
-from tests.device_api.conftest import MakeLive
 from tests.device_api.live import PIN, LiveDevice
-from tests.device_purchase.shop import Shop, open_shop
+from tests.device_purchase.shop import Shop
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
 AUTO_LOCK = 5  # seconds, on the fake clock
@@ -28,10 +26,8 @@ WAIT = 60.0  # a guard against a hang, never a timing assertion
 
 
 @pytest.fixture
-def quick_shop(make_live: MakeLive, center: TestCenter) -> Shop:
-    live = make_live(auto_lock_seconds=AUTO_LOCK)
-    live.setup()
-    return open_shop(live, live.unlock(), center)
+def quick_shop(make_shop: Callable[..., Shop]) -> Shop:
+    return make_shop(auto_lock_seconds=AUTO_LOCK)
 
 
 def _service(live: LiveDevice) -> DeviceService:
@@ -92,7 +88,7 @@ def test_an_upload_longer_than_the_auto_lock_commits(quick_shop: Shop) -> None:
     r = upload.finish()
     assert isinstance(r, httpx.Response), r
     assert r.status_code == 200, r.text
-    assert "film" in {item["item_id"] for item in shop.get("/v1/library").json()["items"]}
+    assert shop.item("film") in {item["item_id"] for item in shop.get("/v1/library").json()["items"]}
     # The timer runs again from the end of the last request.
     live.clock.advance(AUTO_LOCK - 1)
     assert service.check_idle() is False
@@ -114,7 +110,7 @@ def test_a_lock_during_an_upload_aborts_it_cleanly(quick_shop: Shop) -> None:
         assert r.json()["type"] == "urn:coffer:problem:device-locked"
     assert shop.snapshot() == before  # no commit, no blob, no temp file
     token = live.unlock()
-    assert "film" not in {
+    assert shop.item("film") not in {
         i["item_id"] for i in live.client.get("/v1/library", headers=_auth(token)).json()["items"]
     }
 
@@ -137,7 +133,7 @@ def test_a_lock_cuts_an_open_content_stream_and_leaves_no_secret_in_the_service(
     sizes: list[int] = []
     with (
         httpx.Client(base_url=live.url, timeout=WAIT) as client,
-        client.stream("GET", "/v1/library/film/content", headers=shop.headers) as r,
+        client.stream("GET", shop.content_path("film"), headers=shop.headers) as r,
     ):
         assert r.status_code == 200
         pieces = r.iter_raw()

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,9 @@ import httpx
 
 from tests.image.artifacts import REPO
 from tests.image.qemu import BOARD_URL, entered
+from tests.support.center import RealCenter
 
-CENTER_LISTEN = "127.0.0.1:8080"  # inside the test's own namespace: nothing else listens there
+CENTER_HOST, CENTER_PORT = "127.0.0.1", 8080  # inside the test's own namespace: nothing else listens there
 WELCOME_CREDIT = 500
 
 
@@ -29,39 +29,27 @@ class Center:
     url: str
     data: Path
     root_fingerprint: str
-    process: subprocess.Popen[bytes]
+    server: RealCenter
 
 
 @contextlib.contextmanager
 def center(namespace: str, ek_ca: Path, workdir: Path) -> Iterator[Center]:
-    from center.demo import build_demo_catalog
-
-    data = workdir / "center"
-    build_demo_catalog(data, CENTER_LISTEN)
-    serve = ["serve", "--data", str(data), "--listen", CENTER_LISTEN, "--ek-ca", str(ek_ca)]
-    serve += ["--welcome-credit", str(WELCOME_CREDIT)]
-    url = f"http://{CENTER_LISTEN}"
-    with entered(namespace), (workdir / "center.log").open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "center", *serve], cwd=REPO, stdout=log, stderr=subprocess.STDOUT
-        )
+    """The shared real center (tests/support/center.py), born in `namespace` with the sample catalog."""
+    server = RealCenter(
+        workdir / "center",
+        ek_ca,
+        welcome_credit=WELCOME_CREDIT,
+        host=CENTER_HOST,
+        port=CENTER_PORT,
+        log=workdir / "center.log",
+    ).build()
     try:
-        deadline = time.monotonic() + 120
-        known: dict[str, Any] | None = None
-        while known is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"center serve did not start: {(workdir / 'center.log').read_text()[-2000:]}"
-                )
-            try:
-                with entered(namespace):
-                    known = httpx.get(f"{url}/.well-known/coffer", timeout=5, trust_env=False).json()
-            except httpx.TransportError:
-                time.sleep(0.5)
-        yield Center(url, data, known["root_fingerprint"], process)
+        with entered(namespace):
+            server.start(timeout=120)
+            known = httpx.get(f"{server.url}/.well-known/coffer", timeout=5, trust_env=False).json()
+        yield Center(server.url, server.data, known["root_fingerprint"], server)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        server.stop()
 
 
 @dataclass
@@ -109,14 +97,4 @@ class Pc:
 
     def issue_credit(self, device_id: str, amount: int) -> str:
         """The seller's side on the server host: `center credit issue` (a one-time code)."""
-        argv = ["credit", "issue", "--device", device_id, "--prepaid", str(amount), "JPY"]
-        result = subprocess.run(
-            [sys.executable, "-m", "center", *argv, "--data", str(self.center.data)],
-            cwd=REPO,
-            env={**os.environ, "COFFER_CENTER_LISTEN": CENTER_LISTEN},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        return self.center.server.credit(device_id, amount)
