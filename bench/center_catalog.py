@@ -79,8 +79,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def measure(name: str, url: str, duration: float, concurrency: int) -> dict[str, object]:
-    """Closed-loop load: `concurrency` keep-alive clients in threads for `duration` seconds."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` so far (Linux /proc; 0 where unavailable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, url: str, duration: float, concurrency: int, pid: int = 0) -> dict[str, object]:
+    """Closed-loop load: `concurrency` keep-alive clients in threads for `duration` seconds; `pid`: the
+    server's process, whose CPU time is reported too."""
     counts = [0] * concurrency
     errors = [0] * concurrency
     size = [0]
@@ -97,6 +107,7 @@ def measure(name: str, url: str, duration: float, concurrency: int) -> dict[str,
                     errors[i] += 1
 
     started = time.monotonic()
+    cpu = _cpu_seconds(pid) if pid else 0.0
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
@@ -104,7 +115,9 @@ def measure(name: str, url: str, duration: float, concurrency: int) -> dict[str,
         t.join()
     elapsed = time.monotonic() - started
     total = sum(counts)
+    server_cpu = _cpu_seconds(pid) - cpu if pid else 0.0
     return {
+        "server_cpu_seconds": server_cpu,
         "name": name,
         "requests": total,
         "errors": sum(errors),
@@ -116,22 +129,27 @@ def measure(name: str, url: str, duration: float, concurrency: int) -> dict[str,
 
 
 def interleaved(
-    targets: list[tuple[str, str]], duration: float, concurrency: int, slices: int
+    targets: list[tuple[str, str, int]], duration: float, concurrency: int, slices: int
 ) -> list[dict[str, object]]:
     """Each target for `duration` seconds in all, in `slices` turns taken in rotation, so a busy moment of the
     shared host falls on the center and on the reference alike (one after the other, a noisy second on
     either side swung the ratio from 0.41 to 0.92)."""
     totals: dict[str, dict[str, object]] = {}
     for _ in range(slices):
-        for name, url in targets:
-            row = measure(name, url, duration / slices, concurrency)
-            total = totals.setdefault(name, {**row, "requests": 0, "errors": 0, "seconds": 0.0})
-            for key in ("requests", "errors", "seconds"):
+        for name, url, pid in targets:
+            row = measure(name, url, duration / slices, concurrency, pid)
+            total = totals.setdefault(
+                name, {**row, "requests": 0, "errors": 0, "seconds": 0.0, "server_cpu_seconds": 0.0}
+            )
+            for key in ("requests", "errors", "seconds", "server_cpu_seconds"):
                 total[key] = total[key] + row[key]  # type: ignore[operator]
     for total in totals.values():
         total["seconds"] = round(float(total["seconds"]), 2)  # type: ignore[arg-type]
         total["rps"] = round(int(total["requests"]) / float(total["seconds"]), 1)  # type: ignore[call-overload]
         total["slices"] = slices
+        cpu = float(total.pop("server_cpu_seconds"))  # type: ignore[arg-type]
+        # the server's own CPU per request (clock ticks of 10 ms: read it over a few thousand requests)
+        total["server_cpu_ms_per_request"] = round(cpu * 1000 / max(1, int(total["requests"])), 3)  # type: ignore[call-overload]
     return list(totals.values())
 
 
@@ -175,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             try:
                 targets = [
-                    ("reference-json", reference_url + "/items"),
-                    ("center-items", center_url + "/v1/items"),
-                    ("reference-blob", reference_url + "/blob"),
-                    ("center-preview", preview_url),
+                    ("reference-json", reference_url + "/items", reference.pid),
+                    ("center-items", center_url + "/v1/items", center.pid),
+                    ("reference-blob", reference_url + "/blob", reference.pid),
+                    ("center-preview", preview_url, center.pid),
                 ]
                 rows = interleaved(targets, args.duration, args.concurrency, args.slices)
             finally:
@@ -188,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         print(json.dumps(row))
     by = {str(r["name"]): float(r["rps"]) for r in rows}  # type: ignore[arg-type]
+    cpu = {str(r["name"]): float(r["server_cpu_ms_per_request"]) for r in rows}  # type: ignore[arg-type]
     print(
         json.dumps(
             {
@@ -196,6 +215,10 @@ def main(argv: list[str] | None = None) -> int:
                 "items": args.items,
                 "items_vs_reference": round(by["center-items"] / by["reference-json"], 3),
                 "preview_vs_reference": round(by["center-preview"] / by["reference-blob"], 3),
+                # by the servers' own CPU per request (what one core could serve), less noisy on a shared host
+                "items_cpu_vs_reference": round(cpu["reference-json"] / cpu["center-items"], 3)
+                if cpu["center-items"]
+                else 0.0,
             }
         )
     )

@@ -157,6 +157,11 @@ class CatalogService:
         self._clock = clock
         self._pages: dict[tuple[int, int], tuple[tuple[int, ...], Listing]] = {}
         self._lock = threading.Lock()
+        bind = sessions.kw.get("bind")
+        #: True on SQLite: `listing`'s version check is a local read of ~0.05 ms that never waits in WAL mode,
+        #: cheaper than the thread-pool trip around it, so the route calls it on the event loop; PostgreSQL's
+        #: is a network round trip and stays in the thread pool
+        self.listing_inline = bind is not None and bind.dialect.name == "sqlite"
 
     # -- registration (CLI only) ---------------------------------------------------------------------------
 

@@ -36,9 +36,12 @@ async def list_items(
     ] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
 ) -> Response:
-    """The page as rendered once per catalog version (one thread-pool trip for the version check; no
-    per-request model validation or serialization), with its ETag."""
-    listing = await run_in_threadpool(catalog.listing, limit, cursor)
+    """The page as rendered once per catalog version (one version check: on the event loop on SQLite, in
+    the thread pool on PostgreSQL; no per-request model validation or serialization), with its ETag."""
+    if catalog.listing_inline:
+        listing = catalog.listing(limit, cursor)
+    else:
+        listing = await run_in_threadpool(catalog.listing, limit, cursor)
     headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and listing.etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
         return Response(status_code=304, headers=headers)
