@@ -16,7 +16,6 @@ import pytest
 
 from device_os.core.device import Device
 from device_os.settings import DeviceSettings
-from tests.device.center import TestCenter
 from tests.support.center_services import CenterServices, Enrolled
 from tests.support.swtpm import SwtpmInstance, SwtpmTemplate
 
@@ -64,12 +63,6 @@ def center_services(
 @pytest.fixture
 def real(center_services: CenterServices) -> CoreCenter:
     return CoreCenter(center_services)
-
-
-@pytest.fixture
-def center() -> TestCenter:
-    """The hand-signed center still used by the SoftDevice wallet tests and the campaign harness."""
-    return TestCenter()
 
 
 @pytest.fixture

@@ -89,3 +89,8 @@ class SoftDevice:
     def snapshot(self) -> tuple[int, bytes, list[str]]:
         """(counter, state bytes, content listing): equal before and after = "no state change"."""
         return self.counter.value, self.store.state_path.read_bytes(), self.content.listing()
+
+
+def chunks(data: bytes, size: int = 7000) -> list[bytes]:
+    """`data` as a terminal would upload it: in chunks that do not fall on segment boundaries."""
+    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]

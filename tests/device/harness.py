@@ -10,6 +10,14 @@ every kill the next child restarts the device, and the parent checks (from the d
   blob decrypts to its hash and no orphan or temp file survives the first unlock;
 - every payment opens with the center's payment key and verifies with the device's TPM payment key;
 - the TPM's failed-try counter rose by exactly one per swtpm kill while unlocked and by nothing else.
+
+The center here is the forger (tests/support/forger.py), not the real center: the plan is hand-timed. Each
+epoch signs its ~400 messages up front from the seed, op i at iat = T0 + i (the model checks the device's time
+floor against exactly that), coupons and tickets with a chosen exp, every order before any is bought (at the
+real center each would hold funds), and receipts at the iat of their place in the plan. The same seed makes
+the same plan (the cuts draw from the same generator, but a cut at a random moment lands wherever the timer
+finds the child). The flows themselves run with the real center's messages in test_device_swtpm.py and
+test_faults_swtpm.py (and over HTTP in tests/device_purchase/test_power_cuts.py).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from protocol.errors import PricingShortfall
 from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment, message_hash
 from protocol.money import Money
-from tests.device.center import TestCenter
+from tests.support.forger import Forger
 from tests.support.swtpm import SwtpmInstance
 
 REPO = Path(__file__).resolve().parents[2]
@@ -247,7 +255,7 @@ class Campaign:
         return self.total >= self.target and not self.missing()
 
     # -- plan -----------------------------------------------------------------------------------------------
-    def plan(self, center: TestCenter, device_id: str, kem: Any, epoch_dir: Path, n: int) -> list[Op]:
+    def plan(self, center: Forger, device_id: str, kem: Any, epoch_dir: Path, n: int) -> list[Op]:
         ops: list[Op] = []
         purchases: list[int] = []
         for i in range(n):
@@ -256,26 +264,35 @@ class Campaign:
             if r < 0.33 or i < 2:
                 amount = self.rng.randrange(100, 1200)
                 cid = f"c{self.epochs}x{i}"
-                token = center.credit(device_id, "prepaid", amount, credit_id=cid, iat=iat)
+                token = center.credit(device_id, amount, kind="prepaid", credit_id=cid, iat=iat)
                 ops.append(Op(i, "credit", token, cid, "prepaid", amount, iat=iat))
             elif r < 0.38:
                 amount = self.rng.randrange(50, 300)
                 cid = f"c{self.epochs}x{i}"
-                token = center.credit(device_id, "coupon", amount, credit_id=cid, iat=iat, exp=iat + 10**7)
+                token = center.credit(
+                    device_id, amount, kind="coupon", credit_id=cid, iat=iat, exp=iat + 10**7
+                )
                 ops.append(Op(i, "credit", token, cid, "coupon", amount, iat=iat))
             elif r < 0.42:
                 cid = f"c{self.epochs}x{i}"
                 item = f"it{i + 1}"
                 token = center.credit(
-                    device_id, "ticket", None, item_id=item, credit_id=cid, iat=iat, exp=iat + 10**7
+                    device_id, None, kind="ticket", item_id=item, credit_id=cid, iat=iat, exp=iat + 10**7
                 )
                 ops.append(Op(i, "credit", token, cid, "ticket", item_id=item, iat=iat))
             elif r < 0.9 or not purchases:
                 item = f"it{i}"
                 price = self.rng.randrange(50, 700)
                 content = os.urandom(self.rng.randrange(1, 60000))
-                order, stream_bytes = center.order(
-                    device_id, kem, item, price, content, iat=iat, exp=iat + 10**7, segment_size=8192
+                order, stream_bytes = center.order_for(
+                    device_id,
+                    kem,
+                    content,
+                    item_id=item,
+                    price=price,
+                    iat=iat,
+                    exp=iat + 10**7,
+                    segment_size=8192,
                 )
                 path = epoch_dir / f"stream{i}"
                 path.write_bytes(stream_bytes)
@@ -299,9 +316,7 @@ class Campaign:
         return ops
 
     # -- checks ---------------------------------------------------------------------------------------------
-    def check(
-        self, snap: dict[str, Any], model: Model, ops: list[Op], center: TestCenter, payer: Any
-    ) -> None:
+    def check(self, snap: dict[str, Any], model: Model, ops: list[Op], center: Forger, payer: Any) -> None:
         self.checks += 1
         body = snap["body"]
         fail = CampaignError
@@ -339,7 +354,7 @@ class Campaign:
             raise fail(f"leftovers after recovery: {snap['data_listing']}")
         by_order = {op.order_id: op for op in ops if op.kind == "purchase"}
         for oid, entry in body["outbox"].items():
-            token, _ = center.open_payment(oid, entry["payment"])
+            token = center.open_payment(oid, entry["payment"])
             payment = jws.verify(token, Payment, keys=payer, now=0)
             if (
                 payment.counter != entry["counter"]
@@ -362,7 +377,7 @@ class Campaign:
         epoch_dir.mkdir(parents=True)
         data = epoch_dir / "data"
         tpm: SwtpmInstance = self.new_tpm()
-        center = TestCenter()
+        center = Forger()
         self._center = center
         self._answers: dict[str, Any] = {}
         self._applied: set[int] = set()
@@ -484,7 +499,7 @@ class Campaign:
         entry = snap["body"]["outbox"].get(op.order_id) or self._answers.get(op.order_id)
         if entry is None:
             return {"ok": False, "error": "skipped", "detail": "purchase was refused or is settled"}
-        receipt = self._center.receipt(self._device_id, op.order_id, entry["payment"], iat=op.iat)
+        receipt = self._center.receipt_for_payment(self._device_id, op.order_id, entry["payment"], iat=op.iat)
         return d.call("receipt", receipt=receipt)
 
     def _resolve(self, op: Op, reply: dict[str, Any], model: Model, *, retried: bool, snap: Any) -> None:

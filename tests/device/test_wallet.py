@@ -1,6 +1,10 @@
 """Wallet rules on plain data (unit tier): a fake counter and software keys stand in below the interface.
 
-The same operations run against the real TPM in test_device_swtpm.py and the campaign.
+The same operations run against the real TPM, with every message from the real center, in
+test_device_swtpm.py. Here the center is the forger (tests/support/forger.py): the real center enrolls only a
+device whose keys swtpm attests, and these tests choose iat, exp and ids (a time floor raised to a given
+instant, a credit id reused after its expiry, an order expired before it is sent), which the real center never
+signs on demand. Orders use 4 KiB segments so that the 7000-byte chunks cross segment boundaries.
 """
 
 from __future__ import annotations
@@ -32,40 +36,56 @@ from device_os.errors import (
     WrongDevice,
 )
 from protocol import jws
-from protocol.messages import Statement, message_hash
+from protocol.messages import Payment, Statement, message_hash
 from protocol.money import Money
-from tests.device.center import DAY, T0, TestCenter, chunks, verify_payment
-from tests.device.fakes import SoftDevice
+from tests.device.fakes import SoftDevice, chunks
+from tests.support.forger import DAY, T0, Forger
 
 CONTENT = b"the quick brown fox " * 1000
+SEGMENT = 4096
 
 
 @pytest.fixture
-def center() -> TestCenter:
-    return TestCenter()
+def center() -> Forger:
+    """The center of these unit tests: a forger with keys of its own."""
+    return Forger()
 
 
 @pytest.fixture
-def dev(tmp_path: Path, center: TestCenter) -> SoftDevice:
+def dev(tmp_path: Path, center: Forger) -> SoftDevice:
     d = SoftDevice(tmp_path)
     d.wallet.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
     return d
 
 
-def buy(dev: SoftDevice, center: TestCenter, item: str, price: int, **kw: Any) -> tuple[str, PurchaseAnswer]:
-    order, stream_bytes = center.order(dev.device_id, dev.kem.public_key(), item, price, CONTENT, **kw)
-    return order, dev.wallet.purchase(order, chunks(stream_bytes))
+def make_order(
+    center: Forger, device_id: str, kem: Any, item: str, price: int, content: bytes = CONTENT, **kw: Any
+) -> tuple[str, bytes]:
+    """An order for `item` at `price` and its content stream (4 KiB segments unless `segment_size`)."""
+    kw.setdefault("segment_size", SEGMENT)
+    return center.order_for(device_id, kem, content, item_id=item, price=price, **kw)
 
 
-def test_not_enrolled_refuses_credits(tmp_path: Path, center: TestCenter) -> None:
+def buy(dev: SoftDevice, center: Forger, item: str, price: int, **kw: Any) -> tuple[str, PurchaseAnswer]:
+    token, stream_bytes = make_order(center, dev.device_id, dev.kem.public_key(), item, price, **kw)
+    return token, dev.wallet.purchase(token, chunks(stream_bytes))
+
+
+def paid(center: Forger, dev: SoftDevice, answer: PurchaseAnswer) -> tuple[str, Payment]:
+    """The payment of `answer` as the center opens it, verified with the device's payment key."""
+    token = center.open_payment(answer.order_id, answer.payment)
+    return token, jws.verify(token, Payment, keys=dev.payer_key.public_key(), now=0)
+
+
+def test_not_enrolled_refuses_credits(tmp_path: Path, center: Forger) -> None:
     d = SoftDevice(tmp_path)
     with pytest.raises(NotEnrolled):
         d.wallet.apply_credit(center.credit(d.device_id))
 
 
-def test_enrollment_pins_root(tmp_path: Path, center: TestCenter) -> None:
+def test_enrollment_pins_root(tmp_path: Path, center: Forger) -> None:
     d = SoftDevice(tmp_path)
-    other = TestCenter()
+    other = Forger()
     with pytest.raises(WrongDevice):
         d.wallet.accept_enrollment(center.enrollment("dev_" + "b" * 32), center.root_jwk)
     with pytest.raises(UntrustedKeyset):  # keyset signed by another root than the one offered
@@ -80,16 +100,16 @@ def test_enrollment_pins_root(tmp_path: Path, center: TestCenter) -> None:
     assert d.wallet.view().time_floor == T0
 
 
-def test_pinned_root_from_settings(tmp_path: Path, center: TestCenter) -> None:
+def test_pinned_root_from_settings(tmp_path: Path, center: Forger) -> None:
     from protocol.keys import root_fingerprint
 
     d = SoftDevice(tmp_path)
-    w = Wallet(d.session, d.wallet.body, pinned_root=root_fingerprint(TestCenter().root.public_key()))
+    w = Wallet(d.session, d.wallet.body, pinned_root=root_fingerprint(Forger().root.public_key()))
     with pytest.raises(UntrustedKeyset):
         w.accept_enrollment(center.enrollment(d.device_id), center.root_jwk)
 
 
-def test_no_pinned_root_and_no_trust_on_first_use_refuses(tmp_path: Path, center: TestCenter) -> None:
+def test_no_pinned_root_and_no_trust_on_first_use_refuses(tmp_path: Path, center: Forger) -> None:
     d = SoftDevice(tmp_path)
     snap = d.snapshot()
     w = Wallet(d.session, d.wallet.body)  # the product default: trust_first_center=False
@@ -104,7 +124,7 @@ def test_no_pinned_root_and_no_trust_on_first_use_refuses(tmp_path: Path, center
     assert record.root_fingerprint == root_fingerprint(center.root.public_key())
 
 
-def test_credit_once_and_kinds(dev: SoftDevice, center: TestCenter) -> None:
+def test_credit_once_and_kinds(dev: SoftDevice, center: Forger) -> None:
     token = center.credit(dev.device_id, amount=500)
     answer = dev.wallet.apply_credit(token)
     assert answer.counter == dev.counter.value
@@ -112,8 +132,8 @@ def test_credit_once_and_kinds(dev: SoftDevice, center: TestCenter) -> None:
     with pytest.raises(CreditAlreadyApplied):
         dev.wallet.apply_credit(token)
     assert dev.snapshot() == snap
-    dev.wallet.apply_credit(center.credit(dev.device_id, "coupon", 300))
-    dev.wallet.apply_credit(center.credit(dev.device_id, "ticket", None, item_id="song"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, 300, kind="coupon"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, None, kind="ticket", item_id="song"))
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=7, currency="USD"))
     purses = dev.reload().body.purses
     assert purses.prepaid == {"JPY": 500, "USD": 7}
@@ -121,12 +141,12 @@ def test_credit_once_and_kinds(dev: SoftDevice, center: TestCenter) -> None:
     assert [t.item_id for t in purses.tickets] == ["song"]
 
 
-def test_credit_checks(dev: SoftDevice, center: TestCenter) -> None:
+def test_credit_checks(dev: SoftDevice, center: Forger) -> None:
     snap = dev.snapshot()
     with pytest.raises(WrongDevice):
         dev.wallet.apply_credit(center.credit("dev_" + "c" * 32))
     with pytest.raises(InvalidMessage):
-        dev.wallet.apply_credit(TestCenter().credit(dev.device_id))  # signed by another center
+        dev.wallet.apply_credit(Forger().credit(dev.device_id))  # signed by another center
     with pytest.raises(InvalidMessage):
         dev.wallet.apply_credit("not.a.jws")
     assert dev.snapshot() == snap
@@ -137,7 +157,7 @@ def test_credit_checks(dev: SoftDevice, center: TestCenter) -> None:
         dev.wallet.apply_credit(center.credit(dev.device_id, iat=T0, exp=T0 + 5 * DAY))
 
 
-def test_spent_ids_pruned_after_expiry(dev: SoftDevice, center: TestCenter) -> None:
+def test_spent_ids_pruned_after_expiry(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, credit_id="old", iat=T0, exp=T0 + DAY))
     assert "old" in dev.wallet.body.spent_credits
     dev.wallet.apply_credit(center.credit(dev.device_id, iat=T0 + 2 * DAY))
@@ -146,13 +166,12 @@ def test_spent_ids_pruned_after_expiry(dev: SoftDevice, center: TestCenter) -> N
         dev.wallet.apply_credit(center.credit(dev.device_id, credit_id="old", iat=T0, exp=T0 + DAY))
 
 
-def test_purchase_prepaid_and_payment(dev: SoftDevice, center: TestCenter) -> None:
+def test_purchase_prepaid_and_payment(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     c0 = dev.counter.value
     order, answer = buy(dev, center, "book", 300)
     assert answer.counter == c0 + 1 == dev.counter.value
-    token, _ = center.open_payment(answer.order_id, answer.payment)
-    payment = verify_payment(token, dev.payer_key.public_key())
+    _, payment = paid(center, dev, answer)
     assert payment.order_hash == message_hash(order)
     assert payment.counter == answer.counter
     assert payment.iat == dev.wallet.body.time_floor
@@ -173,13 +192,15 @@ def buy_again(dev: SoftDevice, order: str) -> PurchaseAnswer:
     return dev.wallet.purchase(order, [b"ignored: the stored answer comes first"])
 
 
-def test_purchase_coupon_ticket_and_refusals(dev: SoftDevice, center: TestCenter) -> None:
+def test_purchase_coupon_ticket_and_refusals(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=250))
-    dev.wallet.apply_credit(center.credit(dev.device_id, "coupon", 100, credit_id="cp1"))
-    dev.wallet.apply_credit(center.credit(dev.device_id, "ticket", None, item_id="song", credit_id="tk1"))
+    dev.wallet.apply_credit(center.credit(dev.device_id, 100, kind="coupon", credit_id="cp1"))
+    dev.wallet.apply_credit(
+        center.credit(dev.device_id, None, kind="ticket", item_id="song", credit_id="tk1")
+    )
     _, a = buy(dev, center, "song", 999)
     _, b = buy(dev, center, "film", 300)
-    payments = [center.open_payment(x.order_id, x.payment)[1] for x in (a, b)]
+    payments = [paid(center, dev, x)[1] for x in (a, b)]
     assert [(d.purse, d.credit_id, d.amount) for d in payments[0].debits] == [("ticket", "tk1", 999)]
     assert [(d.purse, d.amount) for d in payments[1].debits] == [("coupon", 100), ("prepaid", 200)]
     assert dev.wallet.body.purses.prepaid == {"JPY": 50}
@@ -190,36 +211,36 @@ def test_purchase_coupon_ticket_and_refusals(dev: SoftDevice, center: TestCenter
         buy(dev, center, "film", 1)
     with pytest.raises(MessageExpired):
         buy(dev, center, "mug", 1, iat=T0 - 2 * DAY, exp=T0 - DAY)
-    order, s = center.order("dev_" + "d" * 32, dev.kem.public_key(), "x", 1, CONTENT)
+    order, s = make_order(center, "dev_" + "d" * 32, dev.kem.public_key(), "x", 1, CONTENT)
     with pytest.raises(WrongDevice):
         dev.wallet.purchase(order, chunks(s))
     assert dev.snapshot() == snap
 
 
-def test_content_checks_leave_nothing(dev: SoftDevice, center: TestCenter) -> None:
+def test_content_checks_leave_nothing(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     snap = dev.snapshot()
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
     with pytest.raises(CorruptContent):
         dev.wallet.purchase(order, chunks(s[:-5]))
     bad = bytearray(s)
     bad[100] ^= 1
     with pytest.raises(CorruptContent):
         dev.wallet.purchase(order, chunks(bytes(bad)))
-    _other, s2 = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT + b"!")
+    _other, s2 = make_order(center, dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT + b"!")
     with pytest.raises((CorruptContent, ContentMismatch)):
         dev.wallet.purchase(order, chunks(s2))  # another order's stream (another Ke)
-    lying, s3 = center.order(dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
+    lying, s3 = make_order(center, dev.device_id, dev.kem.public_key(), "doc", 10, CONTENT)
     staged = dev.wallet.stage(dev.wallet.verify_order(lying), chunks(s3))
     with pytest.raises(ContentMismatch):
         dev.wallet.commit_purchase(order, staged)  # staged for another order
     assert dev.snapshot() == snap
 
 
-def test_deferred_mode(dev: SoftDevice, center: TestCenter) -> None:
+def test_deferred_mode(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
-    order, s = center.order(
-        dev.device_id, dev.kem.public_key(), "clip", 10, CONTENT, aead="chacha20-poly1305"
+    order, s = make_order(
+        center, dev.device_id, dev.kem.public_key(), "clip", 10, CONTENT, aead="chacha20-poly1305"
     )
     dev.wallet.purchase(order, chunks(s), mode="deferred")
     entry = dev.wallet.body.library["clip"]
@@ -237,13 +258,13 @@ def test_deferred_mode(dev: SoftDevice, center: TestCenter) -> None:
     assert dev.counter.value == c + 1
 
 
-def test_receipt_clears_outbox(dev: SoftDevice, center: TestCenter) -> None:
+def test_receipt_clears_outbox(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     order, a = buy(dev, center, "book", 100)
     _, b = buy(dev, center, "pen", 100)
     with pytest.raises(InvalidReceipt):  # names another payment
-        dev.wallet.apply_receipt(center.receipt_for(dev.device_id, a.order_id, "A" * 43))
-    receipt = center.receipt(dev.device_id, a.order_id, a.payment)
+        dev.wallet.apply_receipt(center.receipt(dev.device_id, a.order_id, "A" * 43))
+    receipt = center.receipt_for_payment(dev.device_id, a.order_id, a.payment)
     dev.wallet.apply_receipt(receipt)
     assert list(dev.wallet.body.outbox) == [b.order_id]
     c = dev.counter.value
@@ -252,16 +273,16 @@ def test_receipt_clears_outbox(dev: SoftDevice, center: TestCenter) -> None:
     with pytest.raises(OrderSettled):
         dev.wallet.purchase(order, [b""])
     with pytest.raises(UnknownOrder):
-        dev.wallet.apply_receipt(center.receipt_for(dev.device_id, "nope", "A" * 43))
+        dev.wallet.apply_receipt(center.receipt(dev.device_id, "nope", "A" * 43))
 
 
-def test_settled_orders_are_dropped_once_they_expire(dev: SoftDevice, center: TestCenter) -> None:
+def test_settled_orders_are_dropped_once_they_expire(dev: SoftDevice, center: Forger) -> None:
     """The state stays bounded: a settled order is kept while it could still verify (exp > time floor)."""
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     order, a = buy(dev, center, "book", 100)
     _, b = buy(dev, center, "pen", 100, exp=T0 + 30 * DAY)
-    dev.wallet.apply_receipt(center.receipt(dev.device_id, a.order_id, a.payment))
-    dev.wallet.apply_receipt(center.receipt(dev.device_id, b.order_id, b.payment))
+    dev.wallet.apply_receipt(center.receipt_for_payment(dev.device_id, a.order_id, a.payment))
+    dev.wallet.apply_receipt(center.receipt_for_payment(dev.device_id, b.order_id, b.payment))
     settled = dev.wallet.body.settled
     assert set(settled) == {a.order_id, b.order_id}
     exp = settled[a.order_id].order_exp
@@ -279,7 +300,7 @@ def test_settled_orders_are_dropped_once_they_expire(dev: SoftDevice, center: Te
     assert dev.wallet.body.purses == purses
 
 
-def test_statement(dev: SoftDevice, center: TestCenter) -> None:
+def test_statement(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     _, a = buy(dev, center, "book", 100)
     token = dev.wallet.statement("n" * 24)
@@ -290,7 +311,7 @@ def test_statement(dev: SoftDevice, center: TestCenter) -> None:
     assert st.nonce == "n" * 24
 
 
-def test_library_delete(dev: SoftDevice, center: TestCenter) -> None:
+def test_library_delete(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     buy(dev, center, "book", 100)
     dev.wallet.delete_item("book")
@@ -302,11 +323,11 @@ def test_library_delete(dev: SoftDevice, center: TestCenter) -> None:
     assert again is not None
 
 
-def test_repurchase_replaces_blob(dev: SoftDevice, center: TestCenter) -> None:
+def test_repurchase_replaces_blob(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
     buy(dev, center, "book", 100)
     old = dev.wallet.body.library["book"].blob
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
     dev.wallet.purchase(order, chunks(s), repurchase=True)
     new = dev.wallet.body.library["book"].blob
     assert new != old
@@ -314,10 +335,10 @@ def test_repurchase_replaces_blob(dev: SoftDevice, center: TestCenter) -> None:
     assert dev.wallet.body.purses.prepaid == {"JPY": 800}
 
 
-def stage_signing_ahead(dev: SoftDevice, center: TestCenter) -> tuple[str, StagedContent, str]:
+def stage_signing_ahead(dev: SoftDevice, center: Forger) -> tuple[str, StagedContent, str]:
     """1000 JPY of credit, a 300 JPY order staged with its payment signed ahead: (order, staged, that JWS)."""
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
     staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
     assert staged.ahead is not None
     ahead = staged.ahead.result_for(staged.ahead.payment)
@@ -325,31 +346,29 @@ def stage_signing_ahead(dev: SoftDevice, center: TestCenter) -> tuple[str, Stage
     return order, staged, ahead
 
 
-def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: TestCenter) -> None:
+def test_the_payment_signed_ahead_is_the_one_committed(dev: SoftDevice, center: Forger) -> None:
     order, staged, ahead = stage_signing_ahead(dev, center)
     answer = dev.wallet.commit_purchase(order, staged)
-    token, _ = center.open_payment(answer.order_id, answer.payment)
+    token, payment = paid(center, dev, answer)
     assert token == ahead
-    payment = verify_payment(token, dev.payer_key.public_key())
     assert payment.counter == answer.counter == dev.counter.value
     assert payment.iat == dev.wallet.body.time_floor
     assert [(d.purse, d.amount) for d in payment.debits] == [("prepaid", 300)]
 
 
-def test_a_commit_in_between_makes_the_commit_sign_again(dev: SoftDevice, center: TestCenter) -> None:
+def test_a_commit_in_between_makes_the_commit_sign_again(dev: SoftDevice, center: Forger) -> None:
     order, staged, ahead = stage_signing_ahead(dev, center)
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=50, credit_id="late"))  # the counter moves
     answer = dev.wallet.commit_purchase(order, staged)
-    token, _ = center.open_payment(answer.order_id, answer.payment)
+    token, payment = paid(center, dev, answer)
     assert token != ahead
-    payment = verify_payment(token, dev.payer_key.public_key())
     assert staged.ahead is not None
     assert payment.counter == answer.counter == staged.ahead.payment.counter + 1 == dev.counter.value
     assert dev.wallet.body.purses.prepaid == {"JPY": 750}
 
 
 def test_a_failed_sign_ahead_is_signed_again_at_the_commit(
-    dev: SoftDevice, center: TestCenter, monkeypatch: pytest.MonkeyPatch
+    dev: SoftDevice, center: Forger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_sign = jws.sign
     calls: list[str] = []
@@ -361,22 +380,19 @@ def test_a_failed_sign_ahead_is_signed_again_at_the_commit(
         return real_sign(payload, signer)
 
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "book", 300, CONTENT)
     monkeypatch.setattr(jws, "sign", flaky)
     staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s), order_jws=order)
     assert staged.ahead is not None
     assert staged.ahead.result_for(staged.ahead.payment) is None
     answer = dev.wallet.commit_purchase(order, staged)
     assert calls == ["Payment", "Payment"]
-    token, _ = center.open_payment(answer.order_id, answer.payment)
-    assert verify_payment(token, dev.payer_key.public_key()).counter == answer.counter == dev.counter.value
+    assert paid(center, dev, answer)[1].counter == answer.counter == dev.counter.value
 
 
-def test_no_payment_is_signed_ahead_for_an_order_that_cannot_be_paid(
-    dev: SoftDevice, center: TestCenter
-) -> None:
+def test_no_payment_is_signed_ahead_for_an_order_that_cannot_be_paid(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=100))
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
     verified = dev.wallet.verify_order(order)
     buy(dev, center, "other", 100)  # the balance goes while the content streams
     snap = dev.snapshot()
@@ -387,9 +403,11 @@ def test_no_payment_is_signed_ahead_for_an_order_that_cannot_be_paid(
     assert dev.snapshot() == snap
 
 
-def test_race_for_the_last_of_the_balance(dev: SoftDevice, center: TestCenter) -> None:
+def test_race_for_the_last_of_the_balance(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=100))
-    orders = [center.order(dev.device_id, dev.kem.public_key(), f"item{i}", 100, CONTENT) for i in range(2)]
+    orders = [
+        make_order(center, dev.device_id, dev.kem.public_key(), f"item{i}", 100, CONTENT) for i in range(2)
+    ]
     # both sign ahead a payment with the same counter: only the winner's is used, the loser refuses
     staged = [dev.wallet.stage(dev.wallet.verify_order(o), chunks(s), order_jws=o) for o, s in orders]
     barrier = threading.Barrier(2)
@@ -413,7 +431,7 @@ def test_race_for_the_last_of_the_balance(dev: SoftDevice, center: TestCenter) -
     assert dev.content.blob_ids() == {e.blob for e in dev.wallet.body.library.values()}
 
 
-def test_money_model_is_exact(dev: SoftDevice, center: TestCenter) -> None:
+def test_money_model_is_exact(dev: SoftDevice, center: Forger) -> None:
     # prepaid in several currencies; price in USD never touches JPY
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=500, currency="USD"))
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=500))
@@ -422,9 +440,9 @@ def test_money_model_is_exact(dev: SoftDevice, center: TestCenter) -> None:
     assert dev.wallet.body.outbox[a.order_id].price == Money(amount=120, currency="USD")
 
 
-def test_lock_during_a_purchase_commits_nothing(dev: SoftDevice, center: TestCenter) -> None:
+def test_lock_during_a_purchase_commits_nothing(dev: SoftDevice, center: Forger) -> None:
     dev.wallet.apply_credit(center.credit(dev.device_id, amount=1000))
-    order, s = center.order(dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
+    order, s = make_order(center, dev.device_id, dev.kem.public_key(), "book", 100, CONTENT)
     snap = dev.snapshot()
     staged = dev.wallet.stage(dev.wallet.verify_order(order), chunks(s))
     dev.wallet.close()  # Device.lock() while the content was streaming

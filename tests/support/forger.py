@@ -6,6 +6,12 @@ device, a foreign signer's message, a key set signed by the wrong root, a receip
 members that disagree with the content. The `Forger` builds those with `protocol` only, every member chosen by
 the test, signed either with the real center's own keys (`Forger.of(center)`: the signature verifies, the
 content is the lie) or with keys of its own (`Forger()`: a stranger center).
+
+Two users need messages at times and with ids of their own choosing, which the real center does not sign
+on demand: the wallet's unit tests on a software-key device the center cannot attest
+(tests/device/test_wallet.py) and the power-cut campaign's plan (tests/device/harness.py). For them the
+forger is a whole center: `open_payment` reads what a device sealed to its payment key and
+`receipt_for_payment` settles it.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from protocol import hpke, jws, stream
 from protocol.b64 import b64url_decode, b64url_encode
 from protocol.keys import jwk_from_public_key
-from protocol.messages import Credit, Enrollment, Jwk, Keyset, Order, Receipt, SignedPayload
+from protocol.messages import Credit, Enrollment, Jwk, Keyset, Order, Receipt, SignedPayload, message_hash
 from protocol.money import Money
 
 DAY = 86400
+T0 = 1_800_000_000  # a forger's default "now" (2027): the iat of its key set and enrollment
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -39,7 +46,7 @@ class Forger:
     signing: ec.EllipticCurvePrivateKey = field(default_factory=_key)
     payment: ec.EllipticCurvePrivateKey = field(default_factory=_key)
     issuer: str = "center"
-    now: int = 1_800_000_000
+    now: int = T0
     keyset: str = ""
     keyset_signer: ec.EllipticCurvePrivateKey | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -207,3 +214,14 @@ class Forger:
                 payment_hash=payment_hash,
             )
         )
+
+    def open_payment(self, order_id: str, sealed_b64: str) -> str:
+        """The payment JWS a device sealed to this forger's payment key (HPKE, `payment_info(order_id)`)."""
+        return hpke.open(self.payment, b64url_decode(sealed_b64), info=hpke.payment_info(order_id)).decode()
+
+    def receipt_for_payment(
+        self, device_id: str, order_id: str, sealed_b64: str, *, iat: int | None = None
+    ) -> str:
+        """The receipt for a sealed payment, at a chosen `iat` (the real center stamps its own)."""
+        token = self.open_payment(order_id, sealed_b64)
+        return self.receipt(device_id, order_id, message_hash(token), iat=iat)
