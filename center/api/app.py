@@ -9,12 +9,14 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.types import ASGIApp
 
 from center.api import access, openapi, problems
 from center.api.context import CenterContext
+from center.api.lean import LeanItems
 from center.api.limits import BodyLimit
 from center.api.routes import credits, devices, health, items, orders, statements, storefront, wellknown
-from center.api.security import SecurityHeaders
+from center.api.security import SecurityHeaders, security_headers
 from center.blobs import LocalBlobStore
 from center.db.engine import make_engine, session_factory
 from center.db.group import GroupCommit
@@ -47,10 +49,27 @@ def templates() -> Environment:
     return env
 
 
-def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> FastAPI:
+class CenterApp(FastAPI):
+    """The FastAPI app with the lean `GET /v1/items` path (center.api.lean) in front of its whole middleware
+    stack, when `lean_items` is set (tests compare the two)."""
+
+    lean_items: bool = True
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        if not self.lean_items:
+            return stack
+        context: CenterContext = self.state.center
+        return LeanItems(stack, context.catalog, security_headers(hsts=context.settings.tls))
+
+
+def create_app(
+    settings: CenterSettings, *, keys: CenterKeys | None = None, lean_items: bool = True
+) -> FastAPI:
     """Build the app for `settings`: keys (created on first start), engine, blob store, services.
 
-    The database must already be migrated (`center serve` and `center db upgrade` do it).
+    The database must already be migrated (`center serve` and `center db upgrade` do it). `lean_items=False`
+    leaves `GET /v1/items` to the FastAPI route alone (tests compare the two; docs/center.md).
     """
     keys = keys if keys is not None else load_or_create(settings.keys_dir, settings.issuer_url())
     engine = make_engine(settings.sqlalchemy_url(), sqlite_synchronous=settings.sqlite_synchronous)
@@ -85,7 +104,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         yield
         engine.dispose()
 
-    app = FastAPI(
+    app = CenterApp(
         title="Coffer center",
         version="1",
         description='Catalog, previews and storefront of a Coffer center (DESIGN.md "Center API"). '
@@ -95,6 +114,7 @@ def create_app(settings: CenterSettings, *, keys: CenterKeys | None = None) -> F
         lifespan=lifespan,
     )
     app.state.center = context
+    app.lean_items = lean_items
     for router in (
         storefront.router,
         health.router,

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from center.api.deps import CatalogDep
 from center.api.openapi import problem_responses
+from center.services.catalog import CatalogService, Listing
 from protocol.api.catalog import ItemDetail, ItemList
 from protocol.http.ranges import content_range, parse_range
 
@@ -36,12 +37,22 @@ async def list_items(
     ] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=200)] = None,
 ) -> Response:
-    """The page as rendered once per catalog version (one version check: on the event loop on SQLite, in
-    the thread pool on PostgreSQL; no per-request model validation or serialization), with its ETag."""
+    """The page as rendered once per catalog version, with its ETag. Usually answered by the lean path in
+    front of FastAPI (center.api.lean), which calls the same two functions below; this route answers what
+    that path leaves to it (validation errors, unusual query strings, a catalog error)."""
+    return listing_response(await current_listing(catalog, limit, cursor), if_none_match)
+
+
+async def current_listing(catalog: CatalogService, limit: int, cursor: str | None) -> Listing:
+    """`catalog.listing` with its one version check on the event loop on SQLite, in the thread pool on
+    PostgreSQL (no per-request model validation or serialization)."""
     if catalog.listing_inline:
-        listing = catalog.listing(limit, cursor)
-    else:
-        listing = await run_in_threadpool(catalog.listing, limit, cursor)
+        return catalog.listing(limit, cursor)
+    return await run_in_threadpool(catalog.listing, limit, cursor)
+
+
+def listing_response(listing: Listing, if_none_match: str | None) -> Response:
+    """The page's bytes with its strong ETag, or 304 when `If-None-Match` names that ETag."""
     headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and listing.etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
         return Response(status_code=304, headers=headers)
