@@ -102,6 +102,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        catalog.close()
         engine.dispose()
 
     app = CenterApp(

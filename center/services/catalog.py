@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.blobs import BlobStore, StoredBlob
+from center.db.changes import CommitWatch, commit_watch
 from center.db.models import Item, ItemFile, Preview
 from center.errors import (
     BadRequestError,
@@ -155,9 +156,13 @@ class CatalogService:
         self._blobs = blobs
         self._work_dir = work_dir
         self._clock = clock
-        self._pages: dict[tuple[int, int], tuple[tuple[int, ...], Listing]] = {}
+        #: (after, limit) -> (catalog version, the page, the commit stamp at which it was last found current)
+        self._pages: dict[tuple[int, int], tuple[tuple[int, ...], Listing, int | None]] = {}
         self._lock = threading.Lock()
         bind = sessions.kw.get("bind")
+        self._bind = bind
+        self._watch: CommitWatch | None = None
+        self._watch_tried = False
         #: True on SQLite: `listing`'s version check is a local read of ~0.05 ms that never waits in WAL mode,
         #: cheaper than the thread-pool trip around it, so the route calls it on the event loop; PostgreSQL's
         #: is a network round trip and stays in the thread pool
@@ -312,12 +317,17 @@ class CatalogService:
             if not CURSOR.match(cursor):
                 raise BadRequestError("cursor is not one this server issued")
             after = int(cursor)
+        key = (after, limit)
+        stamp = self._commit_stamp()  # read before the version query: a commit after it moves the stamp
+        cached = self._pages.get(key)
+        if cached is not None and stamp is not None and cached[2] == stamp:
+            return cached[1]  # nothing was committed anywhere since this page was last found current
         try:
             with self._sessions() as session:
                 repo = ItemRepository(session)
                 version = repo.version()
-                cached = self._pages.get((after, limit))
                 if cached is not None and cached[0] == version:
+                    self._remember(key, version, cached[1], stamp)
                     return cached[1]
                 rows = repo.page(after, limit + 1)
                 items = tuple(summary(r) for r in rows[:limit])
@@ -327,11 +337,34 @@ class CatalogService:
         page = ItemList(items=items, next_cursor=next_cursor)
         body = page.model_dump_json().encode()
         listing = Listing(page, body, '"' + hashlib.sha256(body).hexdigest() + '"')
-        with self._lock:
-            if len(self._pages) >= PAGE_CACHE_SIZE:
-                self._pages.pop(next(iter(self._pages)))
-            self._pages[(after, limit)] = (version, listing)
+        self._remember(key, version, listing, stamp)
         return listing
+
+    def _remember(
+        self, key: tuple[int, int], version: tuple[int, ...], listing: Listing, stamp: int | None
+    ) -> None:
+        with self._lock:
+            if key not in self._pages and len(self._pages) >= PAGE_CACHE_SIZE:
+                self._pages.pop(next(iter(self._pages)))
+            self._pages[key] = (version, listing, stamp)
+
+    def _commit_stamp(self) -> int | None:
+        """SQLite's data_version through a watch of its own (center.db.changes), or None (PostgreSQL, an
+        in-memory database): then every listing asks the version query."""
+        if not self._watch_tried:
+            with self._lock:
+                if not self._watch_tried and self._bind is not None:
+                    self._watch = commit_watch(self._bind)
+                self._watch_tried = True
+        watch = self._watch
+        return watch.stamp() if watch is not None else None
+
+    def close(self) -> None:
+        """Close the commit watch's connection (the app's lifespan, with the engine)."""
+        with self._lock:
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
 
     def get_item(self, item_id: str) -> ItemDetail:
         try:

@@ -92,12 +92,15 @@ def settings(make_settings: Callable[..., CenterSettings]) -> CenterSettings:
 
 
 _ENGINES: list[Engine] = []
+_CATALOGS: list[CatalogService] = []
 
 
 @pytest.fixture(autouse=True)
 def _dispose_engines() -> Iterator[None]:
     """Close every pool a test opened (a connection left to the garbage collector is a test error)."""
     yield
+    while _CATALOGS:
+        _CATALOGS.pop().close()
     while _ENGINES:
         _ENGINES.pop().dispose()
 
@@ -107,9 +110,11 @@ def catalog_for(settings: CenterSettings) -> CatalogService:
     engine = make_engine(settings.sqlalchemy_url())
     _ENGINES.append(engine)
     upgrade(engine)
-    return CatalogService(
+    catalog = CatalogService(
         session_factory(engine), LocalBlobStore(settings.blobs_dir), settings.data_dir / "tmp"
     )
+    _CATALOGS.append(catalog)
+    return catalog
 
 
 @pytest.fixture
