@@ -21,7 +21,7 @@ from center.services.enrollment import MAX_OPEN
 from center.settings import CenterSettings
 from protocol.b64 import b64url_decode, b64url_encode
 from tests.center.commerce import Center, problem
-from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
+from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings, set_up_device
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -30,12 +30,8 @@ WELCOME = 1000
 
 @pytest.fixture
 def device(swtpm: SwtpmInstance, tmp_path: Path) -> Iterator[LiveDevice]:
-    live = LiveDevice(make_settings(tmp_path / "device", swtpm.tcti), FakeClock()).start()
-    live.setup()
-    try:
+    with set_up_device(tmp_path / "device", swtpm.tcti) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from center.__main__ import main
 from center.settings import CenterSettings
 from tests.center.commerce import fresh_database
 from tests.center.conftest import Media, add, catalog_for
-from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
+from tests.device_api.live import LiveDevice, auth, set_up_device
 from tests.support.center import RealCenter
 from tests.support.swtpm import SwtpmInstance
 
@@ -30,12 +30,8 @@ WELCOME, PREPAID, PRICE = 1000, 5000, 1500
 
 @pytest.fixture
 def device(swtpm: SwtpmInstance, tmp_path: Path) -> Iterator[LiveDevice]:
-    live = LiveDevice(make_settings(tmp_path / "device", swtpm.tcti), FakeClock()).start()
-    live.setup()
-    try:
+    with set_up_device(tmp_path / "device", swtpm.tcti) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def ok(r: httpx.Response, status: int = 200) -> Any:

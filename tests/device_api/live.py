@@ -7,9 +7,11 @@ process opening the TPM would flush the service's loaded keys. `tests/device_api
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,14 @@ def auth(token: str) -> dict[str, str]:
 def make_settings(data_dir: Path, tcti: str, **extra: Any) -> ServiceSettings:
     extra.setdefault("trust_first_center", True)  # the tests' centers are trusted on first use
     return ServiceSettings(data_dir=data_dir, tcti=tcti, listen=f"127.0.0.1:{free_port()}", **extra)
+
+
+@contextlib.contextmanager
+def set_up_device(data_dir: Path, tcti: str) -> Iterator[LiveDevice]:
+    """A device service on `tcti`, started and set up with the test PIN; stopped on leaving."""
+    live = LiveDevice(make_settings(data_dir, tcti), FakeClock()).start()
+    try:
+        live.setup()
+        yield live
+    finally:
+        live.stop()

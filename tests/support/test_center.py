@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.device_api.live import FakeClock, LiveDevice, auth, make_settings
+from tests.device_api.live import LiveDevice, auth, set_up_device
 from tests.support.center import RealCenter, enroll, ok
 from tests.support.swtpm import SwtpmInstance
 
@@ -20,12 +20,8 @@ pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
 
 @pytest.fixture
 def device(swtpm: SwtpmInstance, tmp_path: Path) -> Iterator[LiveDevice]:
-    live = LiveDevice(make_settings(tmp_path / "device", swtpm.tcti), FakeClock()).start()
-    live.setup()
-    try:
+    with set_up_device(tmp_path / "device", swtpm.tcti) as live:
         yield live
-    finally:
-        live.stop()
 
 
 def test_enroll_fund_order_pay(device: LiveDevice, swtpm: SwtpmInstance, tmp_path: Path) -> None:
