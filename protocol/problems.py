@@ -1,7 +1,8 @@
 """The one registry of problem types (RFC 9457) used by the center and the device.
 
 Every HTTP error is `application/problem+json` whose `type` is `urn:coffer:problem:<slug>` from this table;
-`terminal_cli` maps each type to the exit code listed here (docs/exit-codes.md is generated from it).
+`terminal_cli` ends with the exit code listed here for a type it has no named failure for (its named failures,
+20-32, override these: terminal_cli/errors.py, docs/terminal.md).
 """
 
 from __future__ import annotations
