@@ -85,6 +85,8 @@ def test_preview_headers_ranges_and_etag(client: AppClient, catalog: CatalogServ
     _problem(past, 416, "range-not-satisfiable")
     assert past.headers["content-range"] == f"bytes */{len(full.content)}"
     assert client.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert client.get(url, headers={"If-None-Match": "*"}).status_code == 304  # RFC 9110 §13.1.2
+    assert client.get(url, headers={"If-None-Match": '"*"'}).status_code == 200  # a tag, not the wildcard
     stale = client.get(url, headers={"Range": "bytes=0-1", "If-Range": '"other"'})
     assert stale.status_code == 200
     assert stale.content == full.content

@@ -12,6 +12,7 @@ from center.api.deps import CatalogDep
 from center.api.openapi import problem_responses
 from center.services.catalog import CatalogService, Listing
 from protocol.api.catalog import ItemDetail, ItemList
+from protocol.http.conditional import none_match
 from protocol.http.ranges import content_range, parse_range
 
 router = APIRouter(tags=["catalog"])
@@ -54,7 +55,7 @@ async def current_listing(catalog: CatalogService, limit: int, cursor: str | Non
 def listing_response(listing: Listing, if_none_match: str | None) -> Response:
     """The page's bytes with its strong ETag, or 304 when `If-None-Match` names that ETag."""
     headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
-    if if_none_match is not None and listing.etag in [t.strip() for t in if_none_match.split(",")] + ["*"]:
+    if none_match(if_none_match, listing.etag):
         return Response(status_code=304, headers=headers)
     return Response(listing.body, media_type="application/json", headers=headers)
 
@@ -95,7 +96,7 @@ async def get_preview(
         preview = catalog.get_preview(item_id, n)
         etag = f'"{preview.sha256}"'
         headers = {"ETag": etag, "Cache-Control": "public, max-age=86400", "Accept-Ranges": "bytes"}
-        if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")] + ['"*"', "*"]:
+        if none_match(if_none_match, etag):
             return Response(status_code=304, headers=headers)
         span = parse_range(range_header, preview.length) if if_range in (None, etag) else None
         start, end = span if span is not None else (0, preview.length)
