@@ -11,7 +11,6 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +20,7 @@ from center.settings import CenterSettings
 from tests.center.commerce import fresh_database
 from tests.center.conftest import Media, add, catalog_for
 from tests.device_api.live import LiveDevice, auth, set_up_device
-from tests.support.center import RealCenter
+from tests.support.center import RealCenter, attest, ok
 from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.integration]
@@ -32,11 +31,6 @@ WELCOME, PREPAID, PRICE = 1000, 5000, 1500
 def device(swtpm: SwtpmInstance, tmp_path: Path) -> Iterator[LiveDevice]:
     with set_up_device(tmp_path / "device", swtpm.tcti) as live:
         yield live
-
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, r.text
-    return r.json()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -70,22 +64,9 @@ def test_enroll_redeem_order_pay_receipt(
         RealCenter(data, swtpm.ca_bundle, welcome_credit=WELCOME, extra=tuple(db)) as server,
         httpx.Client(base_url=server.url, timeout=60) as center,
     ):
-        # flow 3: enrollment, two round trips relayed by the "terminal"
-        identity = ok(dev.get("/v1/identity"))
-        challenge = ok(center.post("/v1/devices", json=identity), 201)
-        secret = ok(
-            dev.post(
-                "/v1/activate",
-                json={k: challenge[k] for k in ("credential_blob", "encrypted_secret")},
-                headers=auth(token),
-            )
-        )
-        answer = ok(
-            center.post(
-                f"/v1/devices/{identity['device_id']}/activate",
-                json={"challenge_id": challenge["challenge_id"], **secret},
-            )
-        )
+        # flow 3: enrollment, two round trips relayed by the "terminal" (identity -> MakeCredential ->
+        # ActivateCredential -> the center's answer), then the device accepts it
+        answer = attest(center, dev, token)
         ok(
             dev.post(
                 "/v1/enrollment",
