@@ -2,12 +2,14 @@
 
 Checked on the source with `ast`: a route hands the wallet the gate authenticated only to the service (a
 `DeviceService` method, or `import_purchase` for the streamed upload), never calls or reads it itself, never
-reaches the core through `service.device`, and imports nothing of the core but its answer models.
+reaches the core through `service.device`, and imports nothing of the core but its answer models. And the
+device and protocol import no package of the dev extra (pyhpke is a test and bench dependency only).
 """
 
 from __future__ import annotations
 
 import ast
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,3 +82,39 @@ def health(service: ServiceDep) -> Health:
     assert any("outbox() uses the wallet" in o for o in offences)
     assert any("content() uses the wallet" in o for o in offences)
     assert any("service.device" in o for o in offences)
+
+
+#: Import names of the dev extra's distributions (pyproject.toml `[project.optional-dependencies] dev`).
+DEV_ONLY = {
+    "pytest",
+    "pytest_timeout",
+    "hypothesis",
+    "pyhpke",
+    "joserfc",
+    "jwcrypto",
+    "schemathesis",
+    "playwright",
+}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_the_device_and_protocol_import_no_dev_only_package() -> None:
+    """Issue 12, code health: pyhpke (an independent HPKE for interop tests and a bench) is in the dev extra
+    only; the device's HPKE receiver is protocol/_hpke.py. No product module of the device or protocol imports
+    it or any other dev-only package, so a board's venv without the dev extra runs."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert any(d.startswith("pyhpke") for d in project["optional-dependencies"]["dev"])
+    assert not any(d.startswith("pyhpke") for d in project["dependencies"])
+    sources = [p for package in ("device_os", "protocol") for p in sorted((ROOT / package).rglob("*.py"))]
+    assert len(sources) > 50
+    found = {f"{p.relative_to(ROOT)}: {sorted(_top_level_imports(p) & DEV_ONLY)}" for p in sources}
+    assert {f for f in found if not f.endswith(": []")} == set()
