@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from device_os import gadget
 from device_os.api.settings import (
-    ConfigFileError,
     EnvironmentFileSource,
     EnvironmentSource,
     ServiceSettings,
     load_settings,
-    parse_environment_file,
     parse_listen,
 )
 from device_os.core import faults
+from device_os.envfile import ConfigFileError, parse_environment_file
 from device_os.settings import DeviceSettings
 
 FP = "ab" * 32
@@ -120,6 +122,42 @@ def test_the_environment_and_the_file_are_pydantic_settings_sources(tmp_path: Pa
     )
     assert (settings.tcti, settings.listen) == ("swtpm:port=2", "10.0.0.1:2")
     assert load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"}, config_file=conf).tcti == "swtpm:port=1"
+
+
+def test_the_gadget_reads_coffer_conf_as_the_service_does(tmp_path: Path) -> None:
+    """One reader of coffer.conf (`device_os.envfile`): the USB gadget, which runs before the service, reads
+    the same values from it as the service's settings (before, it had its own reader without continuation
+    lines or escapes in quotes)."""
+    text = (
+        "; coffer.conf\n"
+        'COFFER_DEVICE_LISTEN="192.168.7.1:8470"\n'
+        "COFFER_DEVICE_LINK_SUBNET=192.168.7.0/\\\n"
+        "30\n"
+        'COFFER_DEVICE_NOTE="a \\"quoted\\" word"\n'
+    )
+    conf = tmp_path / "coffer.conf"
+    conf.write_text(text)
+    values = gadget.read_conf(conf)
+    assert values == parse_environment_file(text)
+    assert values["COFFER_DEVICE_NOTE"] == 'a "quoted" word'
+    link = gadget.LinkConfig.from_conf(values)
+    assert (str(link.address), str(link.subnet)) == ("192.168.7.1", "192.168.7.0/30")
+    service = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"}, config_file=conf)
+    assert service.address() == (str(link.address), 8470)
+    conf.write_text("COFFER_DEVICE_LISTEN\n")
+    with pytest.raises(gadget.GadgetError, match="line 1"):
+        gadget.read_conf(conf)
+
+
+def test_the_gadget_needs_nothing_beyond_the_standard_library() -> None:
+    """The gadget runs before the service: importable without site-packages (no pydantic, no cryptography)."""
+    root = Path(__file__).resolve().parents[2]
+    code = "import device_os.gadget, sys; print(sorted(m for m in sys.modules if m.startswith('device_os')))"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "device_os.envfile" in result.stdout  # the one reader of coffer.conf, standard library only
 
 
 def test_listen_address() -> None:
