@@ -21,8 +21,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from device_os.api.settings import ConfigFileError, ServiceSettings, load_settings
+from device_os.api.settings import ServiceSettings, load_settings
 from device_os.core.device import Device
+from device_os.envfile import ConfigFileError
 from device_os.errors import DeviceError
 from device_os.tpm import TpmError
 

@@ -17,8 +17,8 @@ starts. networkd brings the ports up, and f_ncm reports carrier to the PC only o
 (docs/image.md).
 Windows caches the descriptors per VID/PID/bcdDevice: bump BCD_DEVICE whenever they change.
 
-Self-contained (the standard library and `protocol.usb`, itself standard library only): it runs before the
-device service and must not need its dependencies.
+Self-contained (the standard library, `device_os.envfile` and `protocol.usb`, both standard library only): it
+runs before the device service and must not need its dependencies.
 Exit codes: 0 done, 1 the kernel refused a step or the configuration is bad (one line on stderr), 2 usage.
 """
 
@@ -34,6 +34,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from device_os.envfile import ConfigFileError, parse_environment_file
 from protocol.usb import USB_PRODUCT_ID, USB_VENDOR_ID
 
 CONFIGFS = Path("/sys/kernel/config/usb_gadget")
@@ -92,20 +93,12 @@ class LinkConfig:
 
 
 def read_conf(path: Path) -> dict[str, str]:
-    """The `KEY=VALUE` lines of coffer.conf (systemd EnvironmentFile: `#`/`;` comments, optional quotes)."""
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise GadgetError(f"{path}: line {number}: expected KEY=VALUE")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+    """The variables of coffer.conf, read as the device service reads them (`device_os.envfile`: systemd
+    EnvironmentFile syntax)."""
+    try:
+        return parse_environment_file(path.read_text(encoding="utf-8"))
+    except ConfigFileError as exc:
+        raise GadgetError(f"{path}: {exc}") from None
 
 
 def read_device_id(status: Path) -> str:

@@ -1,4 +1,9 @@
-"""The device's settings (STYLE.md 12): one typed class, environment names `COFFER_DEVICE_*`."""
+"""The device's settings (STYLE.md 12): one typed class, environment names `COFFER_DEVICE_*`.
+
+Built with explicit values only (`DeviceSettings(data_dir=..., tcti=...)`: tests, benches) or by the one
+loader, `device_os.api.settings.load_settings` (CLI options over the environment it is given over the
+EnvironmentFile); never from the ambient environment by itself.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from device_os.core.aead import AeadChoice
 
@@ -29,6 +34,18 @@ class DeviceSettings(BaseSettings):
     #: Without a pinned root, pin the root of the first enrollment accepted (trust on first use): the demo and
     #: tests only (`COFFER_DEVICE_TRUST_FIRST_CENTER=1`). Ignored when a root is pinned.
     trust_first_center: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The values passed, nothing ambient (the environment and coffer.conf come through load_settings)."""
+        return (init_settings,)
 
     def root_pinning(self) -> RootPinning:
         """How the center root is pinned: `pinned` (configured), `trust-first` (the first enrollment's root,

@@ -19,7 +19,9 @@ re-encryption into a reused buffer, ~1 MiB writes). Memory per upload is bounded
 BATCH_BYTES plus the core's ~4 MiB of staging buffers.
 
 A refused stream, a client that disconnects mid-upload, a body longer than the order's stream: the core aborts
-staging and deletes its temp blob, nothing is committed (no state change).
+staging and deletes its temp blob, nothing is committed (no state change). So does a lock, at once, even while
+the PC holds the rest of the body back: the lock fails the hand-off (`_CutAtLock`), the worker's staging
+unwinds and drops the DEK with it (issue 12 #9).
 """
 
 from __future__ import annotations
@@ -62,6 +64,17 @@ class UploadAborted(ApiError):
     """The client stopped sending before the stream ended (a disconnect): nothing was committed."""
 
     slug = "bad-request"
+
+
+class _CutAtLock:
+    """Registered with the wallet while an upload is staged: the device's lock fails the hand-off, so a worker
+    waiting for the next batch stops now (Locked), not when the PC sends more."""
+
+    def __init__(self, pipe: Handoff[list[bytes]]) -> None:
+        self._pipe = pipe
+
+    def cut(self) -> None:
+        self._pipe.fail(Locked("the device locked during the upload; nothing was committed"))
 
 
 def order_id_of(order_jws: str) -> str:
@@ -185,6 +198,8 @@ async def import_purchase(
     if len(rest) > limit:
         raise ContentMismatch(_LONGER)
     pipe = Handoff[list[bytes]](QUEUE_BATCHES)
+    cut = _CutAtLock(pipe)  # held (the wallet keeps it weakly) until the upload ends
+    wallet.cut_at_lock(cut)
 
     def work() -> PurchaseAnswer:
         try:

@@ -1,6 +1,7 @@
 """The service behind the device API's routes: the device core plus what only the HTTP layer knows (bearer
-tokens, the answers' shapes). Every route goes route -> this service (or `purchase_service` / `streaming`
-for the streamed bodies) -> the core (`Device`, the `Wallet` it hands out); no route reads core state.
+tokens, the answers' shapes). Every route goes route -> this service (or `purchase_service` for the streamed
+upload) -> the core (`Device`, the `Wallet` it hands out); no route reads core state or calls the wallet
+(tests/device_api/test_layers.py). `streaming` only renders the plaintext this service opened.
 
 Every method blocks (TPM, disk) and is called off the event loop (FastAPI runs `def` routes in its thread
 pool; the gate uses `anyio.to_thread`). The core serializes state changes on its own lock and the TPM
@@ -31,15 +32,16 @@ from device_os.api.models import (
     UnlockAnswer,
 )
 from device_os.api.purchase_service import order_id_of
+from device_os.api.streaming import OpenContent
 from device_os.api.tokens import Tokens
 from device_os.core.answers import CreditAnswer, WalletView
-from device_os.core.body import LibraryEntry
 from device_os.core.device import Device, Phase
 from device_os.core.wallet import Wallet
 from device_os.errors import Locked, Tampered, WrongPin
 from device_os.tpm import TpmError, TpmUnavailable
 from protocol.b64 import b64url_decode, b64url_encode
 from protocol.errors import EncodingError
+from protocol.http.ranges import parse_range
 from protocol.keys import public_key_from_jwk, public_key_to_pem
 
 log = logging.getLogger("device_os.api")
@@ -209,9 +211,16 @@ class DeviceService:
         )
 
     @staticmethod
-    def library_entry(wallet: Wallet, item_id: str) -> LibraryEntry:
-        """An owned item's entry (NotFound otherwise), for the content response (`streaming`)."""
-        return wallet.entry(item_id)
+    def open_content(wallet: Wallet, item_id: str, range_header: str | None) -> OpenContent:
+        """An owned item's plaintext for the content route (`streaming` renders it): the whole item, or the
+        one byte range `range_header` selects (NotFound for an item not owned, RangeNotSatisfiable: 416).
+        Nothing is decrypted yet; a deferred item's first open runs at the first read."""
+        entry = wallet.entry(item_id)
+        span = parse_range(range_header, entry.length)
+        if span is None:
+            return OpenContent(entry=entry, span=None, chunks=wallet.open_item(item_id))
+        start, end = span
+        return OpenContent(entry=entry, span=span, chunks=wallet.read_range(item_id, start, end - start))
 
     @staticmethod
     def delete_item(wallet: Wallet, item_id: str) -> None:

@@ -1,8 +1,11 @@
 """Settings of the device service (STYLE.md 12): the core's `DeviceSettings` plus the listen address.
 
 Sources, strongest first: command-line options, `COFFER_DEVICE_*` environment variables, a config file in
-systemd EnvironmentFile syntax (`coffer.conf` on the board's boot partition), the defaults. `load_settings`
-merges them explicitly, so tests pass their own environment instead of mutating the process's.
+systemd EnvironmentFile syntax (`coffer.conf` on the board's boot partition), the defaults. They are
+pydantic-settings sources (`ServiceSettings.settings_customise_sources`: the init values are the CLI options,
+then `EnvironmentSource`, then `EnvironmentFileSource`), built by `load_settings` from the environment it is
+given, so tests pass their own environment instead of mutating the process's; the ambient environment, a
+`.env` file or a secrets directory are never read.
 
     COFFER_DEVICE_LISTEN=192.168.7.1:8470      # an IP literal and a port; never a wildcard address
     COFFER_DEVICE_DATA_DIR=/var/lib/coffer
@@ -15,24 +18,22 @@ merges them explicitly, so tests pass their own environment instead of mutating 
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from device_os.envfile import parse_environment_file
 from device_os.settings import DeviceSettings
 from protocol.usb import DEVICE_PORT
 
 ENV_PREFIX = "COFFER_DEVICE_"
 DEFAULT_PORT = DEVICE_PORT
-_KEY_RE = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-class ConfigFileError(ValueError):
-    """The config file is not in EnvironmentFile syntax."""
 
 
 class ServiceSettings(DeviceSettings):
@@ -52,7 +53,16 @@ class ServiceSettings(DeviceSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)  # load_settings() has already merged env and file
+        """Strongest first: the init values (the CLI options), then, inside `load_settings`, the environment
+        and the EnvironmentFile it was given. Built directly (`ServiceSettings(...)`): init values only."""
+        given = _GIVEN.get()
+        if given is None:
+            return (init_settings,)
+        environ, config_file = given
+        sources: list[PydanticBaseSettingsSource] = [init_settings, EnvironmentSource(settings_cls, environ)]
+        if config_file is not None:
+            sources.append(EnvironmentFileSource(settings_cls, config_file))
+        return tuple(sources)
 
     @model_validator(mode="before")
     @classmethod
@@ -96,39 +106,41 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def parse_environment_file(text: str) -> dict[str, str]:
-    """systemd EnvironmentFile syntax (systemd.exec(5)): `KEY=VALUE` lines; blank lines and lines starting
-    with `#` or `;` ignored; a trailing backslash continues the line; a value may be wrapped in single or
-    double quotes (in double quotes, backslash escapes the next character)."""
-    values: dict[str, str] = {}
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        i += 1
-        while line.endswith("\\") and i < len(lines):
-            line = line[:-1] + lines[i]
-            i += 1
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        key, sep, value = stripped.partition("=")
-        key = key.strip()
-        if not sep or not _KEY_RE.match(key):
-            raise ConfigFileError(f"line {i}: expected KEY=VALUE")
-        values[key] = _unquote(value.strip(), i)
-    return values
+class EnvironmentSource(PydanticBaseSettingsSource):
+    """`COFFER_DEVICE_*` variables of an environment (a mapping: `os.environ` for the CLI, a dict in tests) as
+    field values: prefix dropped, lowercase; an empty value counts as unset; `COFFER_DEVICE_CONFIG` names the
+    file and is no setting."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._values = _prefixed(variables)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._values)
 
 
-def _unquote(value: str, line: int) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        inner = value[1:-1]
-        if value[0] == "'":
-            return inner
-        return re.sub(r"\\(.)", r"\1", inner)
-    if value[:1] in ("'", '"'):
-        raise ConfigFileError(f"line {line}: unterminated quote")
-    return value
+class EnvironmentFileSource(EnvironmentSource):
+    """A config file in systemd EnvironmentFile syntax (`parse_environment_file`), read once when the settings
+    are built: the same variables as the environment, weaker than it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls, parse_environment_file(path.read_text(encoding="utf-8")))
+
+
+#: What `load_settings` was given (environment, config file) while it builds a ServiceSettings.
+_GIVEN: ContextVar[tuple[Mapping[str, str], Path | None] | None] = ContextVar("device_settings", default=None)
+
+
+@contextmanager
+def _given(environ: Mapping[str, str], config_file: Path | None) -> Iterator[None]:
+    token = _GIVEN.set((environ, config_file))
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
 
 
 def _prefixed(source: Mapping[str, str]) -> dict[str, str]:
@@ -145,15 +157,13 @@ def load_settings(
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> ServiceSettings:
-    """Merge the config file, then the environment, then `overrides` (the CLI options; None = not given).
+    """The settings from `overrides` (the CLI options; None = not given) over `environ`'s `COFFER_DEVICE_*`
+    variables over the config file over the defaults (pydantic-settings merges the sources).
 
     `config_file` defaults to `$COFFER_DEVICE_CONFIG` when that is set.
     """
     if config_file is None and environ.get(ENV_PREFIX + "CONFIG"):
         config_file = Path(environ[ENV_PREFIX + "CONFIG"])
-    merged: dict[str, Any] = {}
-    if config_file is not None:
-        merged.update(_prefixed(parse_environment_file(config_file.read_text(encoding="utf-8"))))
-    merged.update(_prefixed(environ))
-    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return ServiceSettings(**merged)
+    options = {k: v for k, v in (overrides or {}).items() if v is not None}
+    with _given(environ, config_file):
+        return ServiceSettings(**options)

@@ -1,10 +1,11 @@
 """Plaintext out of the library over HTTP: the streamed response for one byte range (RFC 9110 §14; parsed by
 the parser the center shares, `protocol.http.ranges`).
 
-    span = parse_range(request.headers.get("range"), entry.length)   # None: the whole item
-    response = await content_response(wallet, entry, span)
+    opened = service.open_content(wallet, item_id, request.headers.get("range"))   # DeviceService
+    response = await content_response(opened)
 
-Plaintext is decrypted segment by segment as the client reads (`Wallet.open_item` / `read_range`; every
+Plaintext is decrypted segment by segment as the client reads (`Wallet.open_item` / `read_range`, opened by
+the service; this module only renders them; every
 segment is authenticated before a byte of it is sent). The first chunk is produced before the response
 starts, so a deferred item's first open (procedure 2: unwrap Ke, re-encrypt under the DEK, one commit) and an
 unreadable blob still end in a problem+json answer rather than a cut response.
@@ -13,16 +14,26 @@ unreadable blob still end in a problem+json answer rather than a cut response.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 
 import anyio.to_thread
 from starlette.responses import Response, StreamingResponse
 
 from device_os.core.body import LibraryEntry
-from device_os.core.wallet import Wallet
 from protocol.http.ranges import RangeNotSatisfiable, content_range, parse_range
 
 OCTET_STREAM = "application/octet-stream"
 _PULL_BYTES = 1024 * 1024  # plaintext gathered per hop to a worker thread
+
+
+@dataclass(frozen=True)
+class OpenContent:
+    """An owned item's plaintext as the service opened it: the whole item (`span` None) or `span` = (start,
+    end); `chunks` not read yet."""
+
+    entry: LibraryEntry
+    span: tuple[int, int] | None
+    chunks: Iterator[bytes]
 
 
 def _gather(chunks: Iterator[bytes]) -> bytes | None:
@@ -50,15 +61,13 @@ async def _body(first: bytes | None, chunks: Iterator[bytes]) -> AsyncIterator[b
             close()
 
 
-async def content_response(wallet: Wallet, entry: LibraryEntry, span: tuple[int, int] | None) -> Response:
-    """200 with the whole plaintext, or 206 with `Content-Range` for `span`."""
-    if span is None:
-        chunks = wallet.open_item(entry.item_id)
+async def content_response(opened: OpenContent) -> Response:
+    """200 with the whole plaintext, or 206 with `Content-Range` for its span."""
+    entry, chunks = opened.entry, opened.chunks
+    if opened.span is None:
         status, start, end = 200, 0, entry.length
     else:
-        start, end = span
-        chunks = wallet.read_range(entry.item_id, start, end - start)
-        status = 206
+        (start, end), status = opened.span, 206
     first = await anyio.to_thread.run_sync(_gather, chunks)  # deferred: the first open commits here
     headers = {
         "Content-Length": str(end - start),
@@ -72,4 +81,4 @@ async def content_response(wallet: Wallet, entry: LibraryEntry, span: tuple[int,
     )
 
 
-__all__ = ["OCTET_STREAM", "RangeNotSatisfiable", "content_response", "parse_range"]
+__all__ = ["OCTET_STREAM", "OpenContent", "RangeNotSatisfiable", "content_response", "parse_range"]

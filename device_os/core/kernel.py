@@ -6,10 +6,11 @@ messages against the enrolled key set with the time floor raised first, and the 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -41,6 +42,13 @@ from protocol.messages import (
 
 P = TypeVar("P", bound=SignedPayload)
 CONTENT_KEY_SIZE = 32  # Ke (DESIGN.md "Keys"): content stream v1 takes exactly a 256-bit key
+
+
+class Cuttable(Protocol):
+    """Something that holds the DEK or a key derived from it between two steps the PC paces (an open content
+    stream, an upload being staged): `cut()` makes it let go at once and fail its next step with Locked."""
+
+    def cut(self) -> None: ...
 
 
 @dataclass
@@ -75,6 +83,8 @@ class WalletKernel:
         self._signing_key: ec.EllipticCurvePublicKey | None = None
         self._payment_key: ec.EllipticCurvePublicKey | None = None
         self._closed = False
+        self._holders: weakref.WeakSet[Cuttable] = weakref.WeakSet()
+        self._holders_lock = threading.Lock()
 
     @property
     def body(self) -> StateBody:
@@ -109,9 +119,25 @@ class WalletKernel:
         return counter
 
     def close(self) -> None:
-        """Called by `Device.lock()`: no operation of this wallet commits any more."""
+        """Called by `Device.lock()`: no operation of this wallet commits any more, and whatever holds the DEK
+        between two steps the PC paces is cut now (issue 12 #9: a client that stops reading a content stream,
+        or stops sending an upload, must not keep the DEK reachable after the lock)."""
         with self.commit_lock:
-            self._closed = True
+            with self._holders_lock:
+                self._closed = True
+                holders = list(self._holders)
+                self._holders.clear()
+            for holder in holders:
+                holder.cut()
+
+    def cut_at_lock(self, holder: Cuttable) -> None:
+        """Call `holder.cut()` when the device locks (at once if it already has). Held weakly: a holder
+        dropped by its caller needs no unregistering."""
+        with self._holders_lock:
+            if not self._closed:
+                self._holders.add(holder)
+                return
+        holder.cut()
 
     def _check_open(self) -> None:
         if self._closed:

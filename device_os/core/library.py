@@ -4,20 +4,59 @@ re-encryption at its first open, and deletion.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from device_os.core.body import LibraryEntry
 from device_os.core.content import MAX_SEGMENT_SIZE
 from device_os.core.kernel import WalletKernel
 from device_os.errors import (
     CorruptContent,
+    Locked,
     NotFound,
     Tampered,
     Unavailable,
 )
 from protocol import stream
 from protocol.errors import StreamError
+
+
+class PlaintextStream(Iterator[bytes]):
+    """An owned item's plaintext as `open_item` / `read_range` hand it out, decrypted segment by segment as it
+    is read. The device's lock cuts it (issue 12 #9): the generator holding the DEK and the stream cipher is
+    closed and dropped at the lock, not at the next read (which a client that stopped reading may never
+    make); every later read raises Locked. When the lock comes while a read runs in another thread, that
+    read stops at its next segment (the wallet's `alive` check) and the generator goes with it."""
+
+    def __init__(self, chunks: Generator[bytes, None, None]) -> None:
+        self._chunks: Generator[bytes, None, None] | None = chunks
+        self._locked = False
+
+    def __iter__(self) -> PlaintextStream:
+        return self
+
+    def __next__(self) -> bytes:
+        chunks = self._chunks
+        if chunks is None:
+            if self._locked:
+                raise Locked("the device is locked")
+            raise StopIteration
+        return next(chunks)
+
+    def close(self) -> None:
+        """The reader is done (e.g. the client went away): release the blob and the keys."""
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            chunks.close()
+
+    def cut(self) -> None:
+        """The device locked: let go of the DEK now."""
+        self._locked = True
+        chunks, self._chunks = self._chunks, None
+        if chunks is not None:
+            with contextlib.suppress(ValueError):  # running in the reader's thread: it stops by itself
+                chunks.close()
 
 
 class LibraryOps(WalletKernel):
@@ -39,8 +78,21 @@ class LibraryOps(WalletKernel):
         if length != entry.length:
             raise CorruptContent(f"stored content of {entry.item_id} is not the library's length")
 
-    def open_item(self, item_id: str) -> Iterator[bytes]:
-        """The plaintext of an owned item; a deferred item is re-encrypted under the DEK first."""
+    def open_item(self, item_id: str) -> PlaintextStream:
+        """The plaintext of an owned item; a deferred item is re-encrypted under the DEK first (at the first
+        read: nothing runs before it)."""
+        return self._cut_at_lock(self._plaintext(item_id))
+
+    def read_range(self, item_id: str, start: int, length: int) -> PlaintextStream:
+        """`length` plaintext bytes of an owned item from `start` (whole segments decrypted, then trimmed)."""
+        return self._cut_at_lock(self._plaintext_range(item_id, start, length))
+
+    def _cut_at_lock(self, chunks: Generator[bytes, None, None]) -> PlaintextStream:
+        plaintext = PlaintextStream(chunks)
+        self.cut_at_lock(plaintext)
+        return plaintext
+
+    def _plaintext(self, item_id: str) -> Generator[bytes, None, None]:
         entry = self.entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)
@@ -50,7 +102,7 @@ class LibraryOps(WalletKernel):
         except (StreamError, OSError) as exc:
             raise CorruptContent(f"stored content of {item_id}: {type(exc).__name__}") from exc
 
-    def read_range(self, item_id: str, start: int, length: int) -> Iterator[bytes]:
+    def _plaintext_range(self, item_id: str, start: int, length: int) -> Generator[bytes, None, None]:
         entry = self.entry(item_id)
         if entry.mode == "deferred":
             entry = self._materialize(entry)

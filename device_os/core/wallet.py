@@ -5,9 +5,10 @@ floor to the message's `iat` before judging `exp`, re-checks everything under th
 exactly one commit (or none, when refused: then the TPM counter, `state` and the content directory are
 unchanged).
 
-The purchase hot path issues three TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment), NV_Increment (the
-commit), and the store reads the counter back after the increment (NV_Read; docs/device-state.md). The signed
-payment is written inside `state.next` before the increment and returned only after it.
+The purchase hot path issues four TPM commands: ECDH_ZGen (unwrap Ke), Sign (the payment), NV_Increment (the
+commit), and NV_Read (the store reads the counter back after the increment; docs/device-purchases.md, a
+deliberate deviation from DESIGN.md's three). The signed payment is written inside `state.next` before the
+increment and returned only after it.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ A PIN is 1..32 bytes not ending in a zero byte. `KeyBlob` = marshalled TPM2B_PUB
 is `protocol.attestation.CertifyEvidence` (the center verifies it with `protocol.attestation.verify_certify`).
 Errors: see device_os/tpm/errors.py (TpmUnavailable after the link broke or the TPM restarted: the next
 call reconnects, flushes leftovers and reloads hot keys on their next use). The purchase hot path is
-`kem.exchange`, `payer.sign`, `tpm.counter_increment()`: three TPM commands.
+`kem.exchange`, `payer.sign`, `tpm.counter_increment()`, `tpm.counter_read()`: four TPM commands (ECDH_ZGen,
+Sign, NV_Increment, and the NV_Read that checks the counter; docs/device-purchases.md).
 """
 
 from __future__ import annotations

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from device_os.api.service import DeviceService
+from device_os.api.settings import load_settings
 from device_os.core.device import Device
 from device_os.core.faults import FaultHook
 from device_os.errors import DeviceError
-from device_os.settings import DeviceSettings
 from protocol.b64 import b64url_decode, b64url_encode
 
 
@@ -102,7 +102,7 @@ def handle(device: Device, req: dict[str, Any]) -> Any:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
-    settings = DeviceSettings()
+    settings = load_settings(environ=os.environ)  # the harness passes COFFER_DEVICE_* in the environment
     device = Device.open(settings, faults=FaultHook(os.environ.get("COFFER_TEST_FAULT")))
     out = sys.stdout
     out.write(json.dumps({"ok": True, "result": "ready"}) + "\n")

@@ -122,6 +122,26 @@ def test_after_lock_no_key_pin_or_dek_is_reachable(ready: Device, real: CoreCent
     assert found == []
 
 
+def test_a_stream_left_open_lets_go_of_the_dek_at_lock(ready: Device, real: CoreCenter) -> None:
+    """A reader that stops reading (a client that never asks for the next segment) does not keep the DEK or
+    a stream cipher alive past the lock: the lock closes its generator, not its next read."""
+    device = ready
+    wallet, film = _buy(device, real, "film")
+    session = device._session
+    assert session is not None
+    dek = session.dek
+    whole = wallet.open_item(film)
+    part = wallet.read_range(film, 70_000, 500_000)
+    assert next(whole)
+    assert next(part)
+    assert secrets_reachable([whole, part], PIN.encode(), dek) != []  # the test sees what it looks for
+    device.lock()
+    assert secrets_reachable([whole, part], PIN.encode(), dek) == []
+    for stream_ in (whole, part):
+        with pytest.raises(Locked):
+            next(stream_)
+
+
 def secrets_reachable(roots: Iterable[object], pin: bytes, dek: bytes | None) -> list[str]:
     """What of the PIN, the DEK, a live stream cipher or a loaded key handle can be reached from `roots`
     through instance attributes and containers (classes, modules and functions are not followed)."""

@@ -152,6 +152,32 @@ def test_pin_change_three_wrong_old_pins_lock(unlocked: tuple[LiveDevice, str]) 
     problem(live.client.get("/v1/wallet", headers=auth(token)), "unauthorized", 401)
 
 
+def test_wrong_pins_while_unlocked_are_one_count(unlocked: tuple[LiveDevice, str]) -> None:
+    """Issue 12, code health: a wrong PIN at `/v1/unlock` and a wrong old PIN at `/v1/pin` count in the one
+    run of wrong PINs while unlocked (the core's): the third of either kind locks; never a TPM try."""
+    live, token = unlocked
+    tries = live.failed_tries()
+    before = live.snapshot()
+    wrong_unlock = {"pin": "000000"}
+    wrong_change = {"old_pin": "000000", "new_pin": NEW_PIN}
+    body = problem(live.client.post("/v1/unlock", json=wrong_unlock), "wrong-pin", 401)
+    assert body["tries_left"] == RAM_PIN_STRIKES - 1
+    body = problem(live.client.post("/v1/pin", json=wrong_change, headers=auth(token)), "wrong-pin", 401)
+    assert body["tries_left"] == RAM_PIN_STRIKES - 2
+    r = live.client.post("/v1/pin", json={"old_pin": PIN, "new_pin": "123"}, headers=auth(token))
+    problem(r, "weak-pin", 422)  # the right old PIN ends the run (a weak new one changes nothing)
+    body = problem(live.client.post("/v1/unlock", json=wrong_unlock), "wrong-pin", 401)
+    assert body["tries_left"] == RAM_PIN_STRIKES - 1
+    body = problem(live.client.post("/v1/pin", json=wrong_change, headers=auth(token)), "wrong-pin", 401)
+    assert body["tries_left"] == RAM_PIN_STRIKES - 2
+    body = problem(live.client.post("/v1/unlock", json=wrong_unlock), "wrong-pin", 401)
+    assert body["tries_left"] == 0
+    assert live.client.get("/v1/health").json()["phase"] == "locked"
+    problem(live.client.get("/v1/wallet", headers=auth(token)), "unauthorized", 401)
+    assert live.failed_tries() == tries
+    assert live.snapshot() == before
+
+
 def test_tpm_lockout_is_423_with_retry_after(live: LiveDevice) -> None:
     live.setup()
     before = live.snapshot()

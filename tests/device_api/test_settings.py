@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from device_os.api.settings import ConfigFileError, load_settings, parse_environment_file, parse_listen
+from device_os import gadget
+from device_os.api.settings import (
+    EnvironmentFileSource,
+    EnvironmentSource,
+    ServiceSettings,
+    load_settings,
+    parse_listen,
+)
 from device_os.core import faults
+from device_os.envfile import ConfigFileError, parse_environment_file
+from device_os.settings import DeviceSettings
 
 FP = "ab" * 32
 
@@ -69,6 +80,84 @@ def test_ambient_environment_is_not_read(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("COFFER_DEVICE_LISTEN", "10.9.9.9:1")
     s = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"})
     assert s.listen == "127.0.0.1:8470"
+
+
+def test_settings_built_directly_read_nothing_ambient(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One way to configure the device (issue 12, code health): `load_settings` is the only place the
+    environment and coffer.conf come in; a settings object built directly holds what it was given (before,
+    `DeviceSettings(...)` read `COFFER_DEVICE_*` from the process environment by itself)."""
+    for name, value in {
+        "COFFER_DEVICE_TCTI": "swtpm:port=9",
+        "COFFER_DEVICE_LISTEN": "10.9.9.9:1",
+        "COFFER_DEVICE_TRUST_FIRST_CENTER": "1",
+        "COFFER_DEVICE_AUTO_LOCK_SECONDS": "7",
+    }.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / ".env").write_text("COFFER_DEVICE_TCTI=swtpm:port=8\n")
+    monkeypatch.chdir(tmp_path)
+    device = DeviceSettings(data_dir=Path("/d"))
+    assert (device.tcti, device.trust_first_center, device.auto_lock_seconds) == (
+        "device:/dev/tpmrm0",
+        False,
+        900,
+    )
+    service = ServiceSettings(data_dir=Path("/d"))
+    assert (service.tcti, service.listen) == ("device:/dev/tpmrm0", "127.0.0.1:8470")
+
+
+def test_the_environment_and_the_file_are_pydantic_settings_sources(tmp_path: Path) -> None:
+    conf = tmp_path / "coffer.conf"
+    conf.write_text("; coffer.conf\nCOFFER_DEVICE_TCTI=swtpm:port=1\nCOFFER_DEVICE_SUBNET=10.0.0.0/30\n")
+    assert EnvironmentFileSource(ServiceSettings, conf)() == {"tcti": "swtpm:port=1", "subnet": "10.0.0.0/30"}
+    environ = {
+        "COFFER_DEVICE_TCTI": "swtpm:port=2",
+        "COFFER_DEVICE_CONFIG": str(conf),
+        "COFFER_DEVICE_LISTEN": "",
+    }
+    assert EnvironmentSource(ServiceSettings, environ)() == {"tcti": "swtpm:port=2"}
+    settings = load_settings(
+        environ=environ | {"COFFER_DEVICE_DATA_DIR": "/d"}, overrides={"listen": "10.0.0.1:2"}
+    )
+    assert (settings.tcti, settings.listen) == ("swtpm:port=2", "10.0.0.1:2")
+    assert load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"}, config_file=conf).tcti == "swtpm:port=1"
+
+
+def test_the_gadget_reads_coffer_conf_as_the_service_does(tmp_path: Path) -> None:
+    """One reader of coffer.conf (`device_os.envfile`): the USB gadget, which runs before the service, reads
+    the same values from it as the service's settings (before, it had its own reader without continuation
+    lines or escapes in quotes)."""
+    text = (
+        "; coffer.conf\n"
+        'COFFER_DEVICE_LISTEN="192.168.7.1:8470"\n'
+        "COFFER_DEVICE_LINK_SUBNET=192.168.7.0/\\\n"
+        "30\n"
+        'COFFER_DEVICE_NOTE="a \\"quoted\\" word"\n'
+    )
+    conf = tmp_path / "coffer.conf"
+    conf.write_text(text)
+    values = gadget.read_conf(conf)
+    assert values == parse_environment_file(text)
+    assert values["COFFER_DEVICE_NOTE"] == 'a "quoted" word'
+    link = gadget.LinkConfig.from_conf(values)
+    assert (str(link.address), str(link.subnet)) == ("192.168.7.1", "192.168.7.0/30")
+    service = load_settings(environ={"COFFER_DEVICE_DATA_DIR": "/d"}, config_file=conf)
+    assert service.address() == (str(link.address), 8470)
+    conf.write_text("COFFER_DEVICE_LISTEN\n")
+    with pytest.raises(gadget.GadgetError, match="line 1"):
+        gadget.read_conf(conf)
+
+
+def test_the_gadget_needs_nothing_beyond_the_standard_library() -> None:
+    """The gadget runs before the service: importable without site-packages (no pydantic, no cryptography)."""
+    root = Path(__file__).resolve().parents[2]
+    code = "import device_os.gadget, sys; print(sorted(m for m in sys.modules if m.startswith('device_os')))"
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "device_os.envfile" in result.stdout  # the one reader of coffer.conf, standard library only
 
 
 def test_listen_address() -> None:

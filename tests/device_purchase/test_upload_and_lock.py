@@ -115,6 +115,28 @@ def test_a_lock_during_an_upload_aborts_it_cleanly(quick_shop: Shop) -> None:
     }
 
 
+def test_a_lock_aborts_an_upload_the_pc_holds_back(quick_shop: Shop) -> None:
+    """Issue 12 #9: the lock stops the staging at once, while the PC still holds the rest of the body back:
+    the temp blob (and the worker holding the DEK's stream cipher) is gone before another byte arrives."""
+    shop, live = quick_shop, quick_shop.live
+    order, body = shop.order("film", os.urandom(4 * KIB * KIB))
+    before = shop.snapshot()
+    upload = PausedUpload(shop, order, body)
+    try:
+        assert live.client.post("/v1/lock", headers=shop.headers).status_code == 204
+        content = live.device.content
+        deadline = time.monotonic() + WAIT / 3  # a guard against waiting for ever, not a timing assertion
+        while any(name.endswith(".tmp") for name in content.listing()):
+            assert time.monotonic() < deadline, "the staging went on after the lock, waiting for the PC"
+            time.sleep(0.01)
+    finally:
+        r = upload.finish()
+    if isinstance(r, httpx.Response):  # (the server may also just cut the connection mid-body)
+        assert r.status_code == 403, r.text
+        assert r.json()["type"] == "urn:coffer:problem:device-locked"
+    assert shop.snapshot() == before
+
+
 def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

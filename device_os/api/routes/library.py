@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Response
 
 from device_os.api.models import LibraryAnswer
 from device_os.api.routes.deps import ServiceDep, WalletDep
-from device_os.api.streaming import OCTET_STREAM, content_response, parse_range
+from device_os.api.streaming import OCTET_STREAM, content_response
 from protocol.pricing import ItemId
 
 router = APIRouter(prefix="/v1", tags=["library"])
@@ -39,8 +39,7 @@ async def content(
 ) -> Response:
     """The item's plaintext, decrypted as it is sent; one `Range: bytes=a-b | a- | -n` gives 206 (416 when it
     selects nothing). A deferred item's first open re-encrypts it under the DEK in one commit."""
-    entry = service.library_entry(wallet, item)
-    return await content_response(wallet, entry, parse_range(range_, entry.length))
+    return await content_response(service.open_content(wallet, item, range_))
 
 
 @router.delete("/library/{item}", status_code=204, response_class=Response)
