@@ -3,21 +3,73 @@ the content store and at random moments, during credits and debits; sometimes cu
 
 Size: COFFER_CAMPAIGN=N crash points (default 200); every named step is hit at least 5 times for credits and
 for debits. The counts per step are printed and written to test-artifacts/device-campaign.json.
+The harness's Driver is tested first: where a random cut lands, a hang, and what a failing test leaves behind.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.device.harness import Campaign, CampaignError
+from tests.device.harness import Campaign, CampaignError, Driver
+from tests.support.swtpm import SwtpmInstance
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
 
 DEFAULT_POINTS = 200
+
+
+def closed(d: Driver) -> bool:
+    return all(stream is not None and stream.closed for stream in (d.proc.stdin, d.proc.stdout))
+
+
+def test_a_cut_lands_on_a_request_in_flight_and_no_thread_races_the_reaping(
+    swtpm: SwtpmInstance, tmp_path: Path
+) -> None:
+    threads = threading.active_count()
+    with Driver(tmp_path / "data", swtpm.tcti) as d:
+        assert d.ready
+        assert threading.active_count() == threads  # no timer thread that could signal a reaped pid later
+        d.cut_after(0.0)
+        time.sleep(0.3)  # the cut is due, but nothing is in flight: the child is not killed between requests
+        assert d.proc.poll() is None
+        assert d.call("status") is None  # the cut lands on the request in flight
+        assert d.finish() == -signal.SIGKILL
+    d.kill()  # the child was reaped: no signal goes to its pid, which may be another process's by now
+    assert d.finish() == -signal.SIGKILL
+    assert closed(d)
+
+
+def test_a_silent_driver_is_a_hang_with_its_stacks_not_a_cut(swtpm: SwtpmInstance, tmp_path: Path) -> None:
+    with Driver(tmp_path / "data", swtpm.tcti, answer_seconds=1.0) as d:
+        assert d.ready
+        with pytest.raises(CampaignError, match=r"did not answer 'sleep' within 1\.0 s") as failure:
+            d.call("sleep", seconds=3600)
+        assert d.proc.returncode == -signal.SIGKILL
+    assert "in handle" in str(failure.value)  # the child's stack (faulthandler) says where it was stuck
+    assert closed(d)
+
+
+def test_a_failing_check_leaves_no_driver_behind(swtpm: SwtpmInstance, tmp_path: Path) -> None:
+    drivers: list[Driver] = []
+
+    def failing_check() -> None:
+        with Driver(tmp_path / "data", swtpm.tcti) as d:
+            drivers.append(d)
+            assert d.must("status")["phase"] == "not-provisioned"
+            raise CampaignError("a check failed")
+
+    with pytest.raises(CampaignError, match="a check failed"):
+        failing_check()
+    (d,) = drivers
+    assert d.proc.returncode == -signal.SIGKILL  # cut, not waited for
+    assert closed(d)
 
 
 def test_power_cut_campaign(tmp_path: Path, swtpm_factory, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
