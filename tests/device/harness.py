@@ -15,9 +15,9 @@ The center here is the forger (tests/support/forger.py), not the real center: th
 epoch signs its ~400 messages up front from the seed, op i at iat = T0 + i (the model checks the device's time
 floor against exactly that), coupons and tickets with a chosen exp, every order before any is bought (at the
 real center each would hold funds), and receipts at the iat of their place in the plan. The same seed makes
-the same plan (the cuts draw from the same generator, but a cut at a random moment lands wherever the timer
-finds the child). The flows themselves run with the real center's messages in test_device_swtpm.py and
-test_faults_swtpm.py (and over HTTP in tests/device_purchase/test_power_cuts.py).
+the same plan (the cuts draw from the same generator, but a cut at a random moment lands on whatever request
+is in flight when it falls due). The flows themselves run with the real center's messages in
+test_device_swtpm.py and test_faults_swtpm.py (and over HTTP in tests/device_purchase/test_power_cuts.py).
 """
 
 from __future__ import annotations
@@ -65,14 +65,10 @@ class Driver:
     child's stacks go to the log (SIGUSR1), `CampaignError` is raised. `with Driver(...)` always reaps it.
     """
 
+    answer_seconds = ANSWER_SECONDS
+
     def __init__(
-        self,
-        data_dir: Path,
-        tcti: str,
-        *,
-        fault: str | None = None,
-        log: Path | None = None,
-        answer_seconds: float = ANSWER_SECONDS,
+        self, data_dir: Path, tcti: str, *, fault: str | None = None, log: Path | None = None
     ) -> None:
         env = dict(os.environ)
         env.update(
@@ -86,7 +82,6 @@ class Driver:
         if fault:
             env["COFFER_TEST_FAULT"] = fault  # read by the driver (test code), never by device_os
         self.log_path = log or data_dir.parent / "driver.log"
-        self._answer_seconds = answer_seconds
         self._cut_at: float | None = None
         self._pending = b""
         self._code: int | None = None
@@ -99,7 +94,12 @@ class Driver:
                 cwd=REPO,
                 env=env,
             )
-        self.ready = self._read("start") is not None
+        try:
+            self.ready = self._read("start") is not None
+        except BaseException:  # e.g. pytest-timeout's Failed: no child or pipe may outlive a failed start
+            self.kill()
+            self.finish()
+            raise
 
     def __enter__(self) -> Driver:
         return self
@@ -133,7 +133,7 @@ class Driver:
         """The next reply line; None at end of file or once a due cut was sent."""
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + self._answer_seconds
+        deadline = time.monotonic() + self.answer_seconds
         while b"\n" not in self._pending:
             now = time.monotonic()
             if self._cut_at is not None and now >= self._cut_at:
@@ -158,7 +158,7 @@ class Driver:
         self.kill()
         self.finish()
         tail = self.log_path.read_bytes()[-6000:].decode(errors="replace")
-        raise CampaignError(f"the driver did not answer {op!r} within {self._answer_seconds} s:\n{tail}")
+        raise CampaignError(f"the driver did not answer {op!r} within {self.answer_seconds} s:\n{tail}")
 
     def kill(self) -> None:
         """SIGKILL the child unless it was reaped already (idempotent; the pid is still ours until reaped)."""
@@ -170,7 +170,7 @@ class Driver:
             try:
                 if self.proc.poll() is None:
                     self.call("exit")  # no reply: end of file as the child exits (or a hang: CampaignError)
-                self._code = self.proc.wait(timeout=self._answer_seconds)
+                self._code = self.proc.wait(timeout=self.answer_seconds)
             except subprocess.TimeoutExpired:
                 self._hung("exit")
             finally:

@@ -8,12 +8,15 @@ The harness's Driver is tested first: where a random cut lands, a hang, and what
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,12 +50,66 @@ def test_a_cut_lands_on_a_request_in_flight_and_no_thread_races_the_reaping(
 
 
 def test_a_silent_driver_is_a_hang_with_its_stacks_not_a_cut(swtpm: SwtpmInstance, tmp_path: Path) -> None:
-    with Driver(tmp_path / "data", swtpm.tcti, answer_seconds=1.0) as d:
+    with Driver(tmp_path / "data", swtpm.tcti) as d:
         assert d.ready
+        d.answer_seconds = 1.0  # from now on (a start may take longer on a loaded machine)
         with pytest.raises(CampaignError, match=r"did not answer 'sleep' within 1\.0 s") as failure:
             d.call("sleep", seconds=3600)
         assert d.proc.returncode == -signal.SIGKILL
     assert "in handle" in str(failure.value)  # the child's stack (faulthandler) says where it was stuck
+    assert closed(d)
+
+
+def silent_tpm(stack: contextlib.ExitStack) -> int:
+    """Listening sockets on a free port pair (command P, control P+1) that never answer: a stuck TPM."""
+    for _ in range(20):
+        command = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        port: int = command.getsockname()[1]
+        with contextlib.suppress(OSError):
+            stack.enter_context(socket.create_server(("127.0.0.1", port + 1)))
+            return port
+    raise OSError("no free port pair on 127.0.0.1")
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted  # what pytest-timeout's SIGALRM handler does to a test that ran too long
+
+
+@pytest.mark.parametrize("how", ["hang", "interrupted"])
+def test_a_start_that_hangs_or_is_interrupted_leaves_no_driver_behind(tmp_path: Path, how: str) -> None:
+    made: list[Driver] = []
+
+    class Impatient(Driver):
+        answer_seconds = 1.0 if how == "hang" else 60.0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    expected: type[BaseException] = CampaignError if how == "hang" else Interrupted
+    previous = signal.signal(signal.SIGUSR2, _interrupt)
+    alarm = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGUSR2))
+    try:
+        with contextlib.ExitStack() as stack:
+            port = silent_tpm(stack)
+            if how == "interrupted":
+                alarm.start()
+            with pytest.raises(expected) as failure:
+                Impatient(tmp_path / "data", f"swtpm:host=127.0.0.1,port={port}")
+    finally:
+        alarm.cancel()
+        if alarm.ident is not None:
+            alarm.join()
+        signal.signal(signal.SIGUSR2, previous)
+    if how == "hang":  # stuck opening the TPM, says the child's stack
+        assert "did not answer 'start'" in str(failure.value)
+        assert "in open" in str(failure.value)
+    (d,) = made
+    assert d.proc.returncode is not None
     assert closed(d)
 
 
