@@ -4,16 +4,20 @@
 
 Reads one JSON request per line on stdin, answers one JSON line on stdout *after* the operation returned
 (`{"ok": true, "result": ...}` or `{"ok": false, "error": <slug>, "kind": <class>, "detail": ...}`), so a
-kill before the reply is visible to the parent as a request without an answer. Test infrastructure only.
+kill before the reply is visible to the parent as a request without an answer. SIGUSR1 writes every thread's
+stack to stderr (the harness sends it before killing a child that went silent). Test infrastructure only.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +101,15 @@ def handle(device: Device, req: dict[str, Any]) -> Any:
         return None
     if op == "inspect":
         return _inspect(device)
+    if op == "sleep":  # a stand-in for a stuck device: the harness's hang detection is tested with it
+        time.sleep(req["seconds"])
+        return None
     raise ValueError(f"unknown op {op!r}")
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the harness asks for the stacks of a hang
     settings = load_settings(environ=os.environ)  # the harness passes COFFER_DEVICE_* in the environment
     device = Device.open(settings, faults=FaultHook(os.environ.get("COFFER_TEST_FAULT")))
     out = sys.stdout

@@ -15,9 +15,9 @@ The center here is the forger (tests/support/forger.py), not the real center: th
 epoch signs its ~400 messages up front from the seed, op i at iat = T0 + i (the model checks the device's time
 floor against exactly that), coupons and tickets with a chosen exp, every order before any is bought (at the
 real center each would hold funds), and receipts at the iat of their place in the plan. The same seed makes
-the same plan (the cuts draw from the same generator, but a cut at a random moment lands wherever the timer
-finds the child). The flows themselves run with the real center's messages in test_device_swtpm.py and
-test_faults_swtpm.py (and over HTTP in tests/device_purchase/test_power_cuts.py).
+the same plan (the cuts draw from the same generator, but a cut at a random moment lands on whatever request
+is in flight when it falls due). The flows themselves run with the real center's messages in
+test_device_swtpm.py and test_faults_swtpm.py (and over HTTP in tests/device_purchase/test_power_cuts.py).
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import contextlib
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
-import threading
+import time
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from device_os.core.faults import COMMIT_STEPS, CONTENT_STEPS
 from protocol import jws, pricing
@@ -49,8 +50,22 @@ PIN = "482913"
 OpKind = Literal["credit", "purchase", "receipt"]
 
 
+class CampaignError(AssertionError):
+    pass
+
+
+ANSWER_SECONDS = 60.0  # a reply takes well under a second; a child silent this long is stuck, not slow
+
+
 class Driver:
-    """One device process; `call()` returns the reply, or None when the process died first."""
+    """One device process; `call()` returns the reply, or None when the process died (or was cut) first.
+
+    One thread sends, waits for replies, SIGKILLs (a cut: `cut_after`) and reaps: no kill can reach a reaped
+    (reused) pid, no timer thread outlives the child. Silence for `answer_seconds` is a hang, not a cut: the
+    child's stacks go to the log (SIGUSR1), `CampaignError` is raised. `with Driver(...)` always reaps it.
+    """
+
+    answer_seconds = ANSWER_SECONDS
 
     def __init__(
         self, data_dir: Path, tcti: str, *, fault: str | None = None, log: Path | None = None
@@ -66,33 +81,47 @@ class Driver:
         env.pop("COFFER_TEST_FAULT", None)
         if fault:
             env["COFFER_TEST_FAULT"] = fault  # read by the driver (test code), never by device_os
-        self._log = (log or data_dir.parent / "driver.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.device.driver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            cwd=REPO,
-            env=env,
-            text=True,
-        )
-        self._watchdog = threading.Timer(120, self.kill)
-        self._watchdog.start()
-        self.ready = self._read() is not None
+        self.log_path = log or data_dir.parent / "driver.log"
+        self._cut_at: float | None = None
+        self._pending = b""
+        self._code: int | None = None
+        with self.log_path.open("ab") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.device.driver"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                cwd=REPO,
+                env=env,
+            )
+        try:
+            self.ready = self._read("start") is not None
+        except BaseException:  # e.g. pytest-timeout's Failed: no child or pipe may outlive a failed start
+            self.kill()
+            self.finish()
+            raise
 
-    def _read(self) -> dict[str, Any] | None:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        return json.loads(line) if line else None
+    def __enter__(self) -> Driver:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:  # a failing test: cut the child rather than wait for it
+            self.kill()
+        self.finish()
+
+    def cut_after(self, delay: float) -> None:
+        """Power-cut the child `delay` seconds from now, at the first moment from then on that a request is in
+        flight (sent, no reply read): the SIGKILL is sent while waiting for a reply."""
+        self._cut_at = time.monotonic() + delay
 
     def call(self, op: str, **kw: Any) -> dict[str, Any] | None:
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
+            self.proc.stdin.write(json.dumps({"op": op, **kw}).encode() + b"\n")
             self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+        except OSError:  # BrokenPipeError: the child is gone
             return None
-        return self._read()
+        return self._read(op)
 
     def must(self, op: str, **kw: Any) -> Any:
         reply = self.call(op, **kw)
@@ -100,26 +129,56 @@ class Driver:
             raise AssertionError(f"{op} failed: {reply}")
         return reply["result"]
 
+    def _read(self, op: str) -> dict[str, Any] | None:
+        """The next reply line; None at end of file or once a due cut was sent."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + self.answer_seconds
+        while b"\n" not in self._pending:
+            now = time.monotonic()
+            if self._cut_at is not None and now >= self._cut_at:
+                self.kill()
+                return None
+            if now >= deadline:
+                self._hung(op)
+            wait = deadline - now if self._cut_at is None else min(deadline, self._cut_at) - now
+            readable, _, _ = select.select([fd], [], [], wait)
+            if readable:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    return None
+                self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _hung(self, op: str) -> NoReturn:
+        self.proc.send_signal(signal.SIGUSR1)  # driver.py: faulthandler logs every thread's stack
+        time.sleep(1.0)
+        self.kill()
+        self.finish()
+        tail = self.log_path.read_bytes()[-6000:].decode(errors="replace")
+        raise CampaignError(f"the driver did not answer {op!r} within {self.answer_seconds} s:\n{tail}")
+
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
+        """SIGKILL the child unless it was reaped already (idempotent; the pid is still ours until reaped)."""
+        self.proc.kill()  # Popen.send_signal: polls first, does nothing once the child was reaped
 
     def finish(self) -> int:
-        """Ask the child to exit (if alive) and reap it; returns its exit code (-9 = SIGKILL)."""
-        if self.proc.poll() is None and self.proc.stdin is not None:
+        """Ask the child to exit (if alive) and reap it; returns its exit code (-9 = SIGKILL). Idempotent."""
+        if self._code is None:
             try:
-                self.proc.stdin.write('{"op": "exit"}\n')
-                self.proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                pass
-        code = self.proc.wait(timeout=60)
-        self._watchdog.cancel()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self._log.close()
-        return code
+                if self.proc.poll() is None:
+                    self.call("exit")  # no reply: end of file as the child exits (or a hang: CampaignError)
+                self._code = self.proc.wait(timeout=self.answer_seconds)
+            except subprocess.TimeoutExpired:
+                self._hung("exit")
+            finally:
+                for stream in (self.proc.stdin, self.proc.stdout):
+                    if stream is not None:
+                        with contextlib.suppress(OSError):  # a write buffer flushed into a dead pipe
+                            stream.close()
+        return self._code
 
 
 @dataclass
@@ -198,10 +257,6 @@ class Model:
 
 def _prepaid(lines: Any) -> int:
     return sum(line["amount"] for line in lines if line["purse"] == "prepaid")
-
-
-class CampaignError(AssertionError):
-    pass
 
 
 class Campaign:
@@ -382,13 +437,13 @@ class Campaign:
         self._answers: dict[str, Any] = {}
         self._applied: set[int] = set()
         applied = self._applied
-        d = Driver(data, tpm.tcti)
-        assert d.ready
-        d.must("provision")
-        identity = d.must("setup", pin=PIN)
-        st = d.must("unlock", pin=PIN)
-        d.must("enroll", enrollment=center.enrollment(identity["device_id"]), root_jwk=center.root_jwk)
-        assert d.finish() == 0
+        with Driver(data, tpm.tcti) as d:
+            assert d.ready
+            d.must("provision")
+            identity = d.must("setup", pin=PIN)
+            st = d.must("unlock", pin=PIN)
+            d.must("enroll", enrollment=center.enrollment(identity["device_id"]), root_jwk=center.root_jwk)
+            assert d.finish() == 0
         device_id = identity["device_id"]
         self._device_id = device_id
         kem = public_key_from_jwk(identity["kem_jwk"])
@@ -413,51 +468,48 @@ class Campaign:
             else:
                 delay = self.rng.uniform(0.0, 0.12)
             cut_tpm = self.rng.random() < self.tpm_kill_rate
-            d = Driver(data, tpm.tcti, fault=fault)
-            assert d.ready, "driver did not start"
-            status = d.must("status")
-            if status["tampered"] or status["phase"] != "locked":
-                raise CampaignError(f"after a power cut the device is {status}")
-            if status["failed_tries"] != expected_da:
-                raise CampaignError(f"DA failed tries {status['failed_tries']} != expected {expected_da}")
-            d.must("unlock", pin=PIN)
-            snap = d.must("inspect")
-            retry = False
-            if in_flight is not None:
-                pending = ops[in_flight]
-                body = snap["body"]
-                committed = {
-                    "credit": pending.credit_id in body["spent_credits"],
-                    "purchase": pending.order_id in body["outbox"] or pending.order_id in body["settled"],
-                    "receipt": pending.order_id in body["settled"],
-                }[pending.kind]
-                if committed:
-                    if pending.index not in applied:  # a retry cut again is already in the model
-                        model.apply(pending)
-                        applied.add(pending.index)
-                    retry = True  # send it again: the stored answer / already applied, never twice
-                in_flight = None
-            self.check(snap, model, ops, center, payer)
-            timer = threading.Timer(delay, d.kill) if delay is not None else None
-            if timer is not None:
-                timer.start()
-            crashed_at: int | None = None
-            while i < len(ops):
-                op = ops[i]
-                reply = self._send(d, op, snap)
-                if reply is None:
-                    crashed_at = i
-                    break
-                self._resolve(op, reply, model, retried=retry, snap=snap)
+            with Driver(data, tpm.tcti, fault=fault) as d:
+                assert d.ready, "driver did not start"
+                status = d.must("status")
+                if status["tampered"] or status["phase"] != "locked":
+                    raise CampaignError(f"after a power cut the device is {status}")
+                if status["failed_tries"] != expected_da:
+                    raise CampaignError(f"DA failed tries {status['failed_tries']} != expected {expected_da}")
+                d.must("unlock", pin=PIN)
+                snap = d.must("inspect")
                 retry = False
-                i += 1
-            if timer is not None:
-                timer.cancel()
-            if crashed_at is None:
-                d.finish()
-                break
-            d.kill()
-            code = d.finish()
+                if in_flight is not None:
+                    pending = ops[in_flight]
+                    body = snap["body"]
+                    committed = {
+                        "credit": pending.credit_id in body["spent_credits"],
+                        "purchase": pending.order_id in body["outbox"] or pending.order_id in body["settled"],
+                        "receipt": pending.order_id in body["settled"],
+                    }[pending.kind]
+                    if committed:
+                        if pending.index not in applied:  # a retry cut again is already in the model
+                            model.apply(pending)
+                            applied.add(pending.index)
+                        retry = True  # send it again: the stored answer / already applied, never twice
+                    in_flight = None
+                self.check(snap, model, ops, center, payer)
+                if delay is not None:
+                    d.cut_after(delay)
+                crashed_at: int | None = None
+                while i < len(ops):
+                    op = ops[i]
+                    reply = self._send(d, op, snap)
+                    if reply is None:
+                        crashed_at = i
+                        break
+                    self._resolve(op, reply, model, retried=retry, snap=snap)
+                    retry = False
+                    i += 1
+                if crashed_at is None:
+                    d.finish()
+                    break
+                d.kill()
+                code = d.finish()
             if code != -signal.SIGKILL:
                 raise CampaignError(f"driver exited with {code} (expected SIGKILL)")
             in_flight = crashed_at
@@ -470,12 +522,12 @@ class Campaign:
                 self.tpm_kills += 1
                 expected_da += 1
         # final check on this epoch's device
-        d = Driver(data, tpm.tcti)
-        status = d.must("status")
-        if status["tampered"] or status["failed_tries"] != expected_da:
-            raise CampaignError(f"final status {status}, expected DA {expected_da}")
-        d.must("unlock", pin=PIN)
-        snap = d.must("inspect")
+        with Driver(data, tpm.tcti) as d:
+            status = d.must("status")
+            if status["tampered"] or status["failed_tries"] != expected_da:
+                raise CampaignError(f"final status {status}, expected DA {expected_da}")
+            d.must("unlock", pin=PIN)
+            snap = d.must("inspect")
         if in_flight is not None:
             pending = ops[in_flight]
             body = snap["body"]
@@ -486,7 +538,6 @@ class Campaign:
             ) and pending.index not in applied:
                 model.apply(pending)
         self.check(snap, model, ops, center, payer)
-        d.finish()
         tpm.kill()
 
     def _send(self, d: Driver, op: Op, snap: dict[str, Any]) -> dict[str, Any] | None:
