@@ -256,20 +256,25 @@ class Swtpm:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise SwtpmError(f"swtpm exited with {proc.returncode}: {err.strip()}")
-            if self._ready(port):
-                break
-            if time.monotonic() > deadline:
+        try:
+            deadline = time.monotonic() + _READY_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                    raise SwtpmError(f"swtpm exited with {proc.returncode}: {err.strip()}")
+                if self._ready(port):
+                    break
+                if time.monotonic() > deadline:
+                    raise SwtpmError("swtpm did not accept connections in time")
+                time.sleep(0.01)
+        except BaseException:  # failed, or interrupted (a test timeout, ^C): leave no swtpm and no open pipe
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait()
-                raise SwtpmError("swtpm did not accept connections in time")
-            time.sleep(0.01)
-        if proc.stderr is not None:
-            proc.stderr.close()
+            proc.wait()
+            raise
+        finally:
+            if proc.stderr is not None:
+                proc.stderr.close()
         self._proc = proc
         self._port = port
         _LIVE.add(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,26 @@ PIN = "246813"
 NEW_PIN = "1357902468"
 SETUP_BEFORE_COMMIT = ("setup-after-files", "after-write-next", "after-fsync-next")
 SETUP_AFTER_COMMIT = ("after-nv-increment", "after-rename", "after-dir-fsync", "setup-after-commit")
+
+
+Drive = Callable[..., Driver]
+
+
+@pytest.fixture
+def drive() -> Iterator[Drive]:
+    """`Driver(...)` whose child is reaped at teardown even when the test fails before its `finish()` (a
+    failing assertion or a timeout must not leave a device process and its pipes behind)."""
+    started: list[Driver] = []
+
+    def start(data_dir: Path, tcti: str, *, fault: str | None = None) -> Driver:
+        d = Driver(data_dir, tcti, fault=fault)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.kill()
+        d.finish()
 
 
 def killed(d: Driver) -> None:
@@ -37,15 +58,15 @@ def enroll_and_fund(d: Driver, real: CoreCenter, amount: int) -> str:
 
 
 @pytest.mark.parametrize("step", SETUP_BEFORE_COMMIT + SETUP_AFTER_COMMIT)
-def test_power_cut_during_setup(swtpm: SwtpmInstance, tmp_path: Path, step: str) -> None:
+def test_power_cut_during_setup(swtpm: SwtpmInstance, tmp_path: Path, step: str, drive: Drive) -> None:
     data = tmp_path / "data"
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     d.must("provision")
     d.finish()
-    d = Driver(data, swtpm.tcti, fault=step)
+    d = drive(data, swtpm.tcti, fault=step)
     assert d.call("setup", pin=PIN) is None
     killed(d)
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     status = d.must("status")
     assert not status["tampered"]
     if step in SETUP_BEFORE_COMMIT:
@@ -71,18 +92,18 @@ def test_power_cut_during_setup(swtpm: SwtpmInstance, tmp_path: Path, step: str)
     ],
 )
 def test_power_cut_during_pin_change(
-    swtpm: SwtpmInstance, tmp_path: Path, step: str, pin_after: str, real: CoreCenter
+    swtpm: SwtpmInstance, tmp_path: Path, step: str, pin_after: str, real: CoreCenter, drive: Drive
 ) -> None:
     data = tmp_path / "data"
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     d.must("provision")
     d.must("setup", pin=PIN)
     d.finish()
-    d = Driver(data, swtpm.tcti, fault=step)
+    d = drive(data, swtpm.tcti, fault=step)
     d.must("unlock", pin=PIN)
     assert d.call("change_pin", old=PIN, new=NEW_PIN) is None
     killed(d)
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     status = d.must("status")
     assert status["phase"] == "locked"
     tries = status["failed_tries"]
@@ -103,11 +124,11 @@ def test_power_cut_during_pin_change(
     "step", ["content-after-write", "content-after-fsync", "content-after-rename", *COMMIT_STEPS]
 )
 def test_no_plaintext_on_disk_after_a_cut(
-    swtpm: SwtpmInstance, tmp_path: Path, step: str, real: CoreCenter
+    swtpm: SwtpmInstance, tmp_path: Path, step: str, real: CoreCenter, drive: Drive
 ) -> None:
     data = tmp_path / "data"
     marker = b"TEMP-FILE-MARKER-5d2a" * 3000
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     d.must("provision")
     identity = d.must("setup", pin=PIN)
     d.must("unlock", pin=PIN)
@@ -116,7 +137,7 @@ def test_no_plaintext_on_disk_after_a_cut(
     d.finish()
     order, stream_bytes = real.order(device_id, "x", 100, marker)
     (tmp_path / "stream").write_bytes(stream_bytes)
-    d = Driver(data, swtpm.tcti, fault=step)
+    d = drive(data, swtpm.tcti, fault=step)
     d.must("unlock", pin=PIN)
     assert d.call("purchase", order=order, stream=str(tmp_path / "stream")) is None
     killed(d)
@@ -128,7 +149,7 @@ def test_no_plaintext_on_disk_after_a_cut(
     log = (tmp_path / "driver.log").read_bytes()
     assert marker[:21] not in log
     assert PIN.encode() not in log
-    d = Driver(data, swtpm.tcti)
+    d = drive(data, swtpm.tcti)
     d.must("unlock", pin=PIN)
     snap = d.must("inspect")
     committed = real.item("x") in snap["body"]["library"]
