@@ -21,26 +21,27 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from center import ledger
 from center.db import tx
 from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter, table
+from center.db.prepared import Prepared
 from center.errors import (
     ConflictError,
+    DatabaseUnavailableError,
     InvalidPaymentError,
     InvalidSignatureError,
     NotFoundError,
     WrongDeviceError,
 )
-from center.services.common import DEVICE_FOR_UPDATE, Commerce, check_token
+from center.services.common import LOCK_DEVICE, Commerce, check_token, stored_public_key
 from center.services.orders import hold_legs
 from protocol import hpke, jws
 from protocol.b64 import b64url_decode
 from protocol.center_api import PaymentAnswer
 from protocol.errors import EncodingError, HpkeError, JwsError, JwsWrongAudience
-from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment, Receipt, message_hash
 from protocol.money import Money
 from protocol.pricing import Debit
@@ -50,7 +51,7 @@ class OrderSettledError(ConflictError):
     slug = "order-settled"
 
 
-# The payment's statements, built once (SQLAlchemy Core; compiled once per process by its statement cache).
+# The payment's statements, built once (SQLAlchemy Core), run on SQLite's DBAPI cursor (center.db.prepared).
 _ORDERS = table(OrderRow)
 _DEVICES = table(Device)
 _COUNTERS = table(PaymentCounter)
@@ -69,12 +70,12 @@ _ORDER_COLUMNS = (
     _ORDERS.c.receipt_jws,
 )
 #: the order and the token hash of its device, read before any lock (the checks that need no lock)
-_FOR_PAYMENT = (
+_FOR_PAYMENT = Prepared(
     select(*_ORDER_COLUMNS, _DEVICES.c.token_hash)
     .select_from(_ORDERS.join(_DEVICES, _DEVICES.c.device_id == _ORDERS.c.device_id))
     .where(_ORDERS.c.order_id == bindparam("p_order"))
 )
-_ORDER_FOR_UPDATE = (
+_ORDER_FOR_UPDATE = Prepared(
     select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")).with_for_update()
 )
 _COUNTER_VALUES: dict[str, Any] = {
@@ -83,18 +84,20 @@ _COUNTER_VALUES: dict[str, Any] = {
     "order_id": bindparam("p_order"),
 }
 _NEW_COUNTER = {
-    "sqlite": sqlite_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
-    "postgresql": pg_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
+    "sqlite": Prepared(sqlite_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing()),
+    "postgresql": Prepared(pg_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing()),
 }
-_COUNTER_ORDER = select(_COUNTERS.c.order_id).where(
-    _COUNTERS.c.device_id == bindparam("p_device"), _COUNTERS.c.counter == bindparam("p_counter")
+_COUNTER_ORDER = Prepared(
+    select(_COUNTERS.c.order_id).where(
+        _COUNTERS.c.device_id == bindparam("p_device"), _COUNTERS.c.counter == bindparam("p_counter")
+    )
 )
-_MARK_SUSPECT = (
+_MARK_SUSPECT = Prepared(
     update(_DEVICES)
     .where(_DEVICES.c.device_id == bindparam("p_device"))
     .values(state="suspect", state_reason=bindparam("p_reason"), updated_at=bindparam("p_now"))
 )
-_MARK_PAID = (
+_MARK_PAID = Prepared(
     update(_ORDERS)
     .where(_ORDERS.c.order_id == bindparam("p_order"))
     .values(
@@ -145,8 +148,11 @@ class SettlementService:
     def _verify(
         self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None
     ) -> tuple[str, Payment, Any]:
-        with tx.read(self.c.sessions) as session:
-            order = session.connection().execute(_FOR_PAYMENT, {"p_order": order_id}).one_or_none()
+        try:  # one statement: a connection of the pool, no ORM session (the write re-reads under the lock)
+            with self.c.engine.connect() as conn:
+                order = _FOR_PAYMENT.one_or_none(conn, {"p_order": order_id})
+        except OperationalError as exc:
+            raise DatabaseUnavailableError(f"the database does not answer: {type(exc).__name__}") from exc
         if order is None or order.device_id != token_device:
             raise NotFoundError(f"no order {order_id}")
         check_token(self.c, order, token_hash)
@@ -156,7 +162,7 @@ class SettlementService:
         except (EncodingError, HpkeError, UnicodeDecodeError) as exc:
             raise InvalidPaymentError("the payment does not open under the center's payment key") from exc
         try:
-            payer = public_key_from_jwk(json.loads(order.payer_jwk))
+            payer = stored_public_key(order.payer_jwk)
             payment = jws.verify(token, Payment, keys=payer, now=self.c.now(), audience=order.device_id)
         except JwsWrongAudience as exc:
             raise WrongDeviceError("the payment names another device") from exc
@@ -186,11 +192,11 @@ class SettlementService:
         token_hash: str | None,
     ) -> PaymentAnswer:
         conn = session.connection()
-        device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": device_id}).one_or_none()
+        device = LOCK_DEVICE.one_or_none(conn, {"p_device": device_id})
         if device is None:
             raise NotFoundError(f"no device {device_id}")
         check_token(self.c, device, token_hash)
-        order = conn.execute(_ORDER_FOR_UPDATE, {"p_order": order_id}).one()
+        order = _ORDER_FOR_UPDATE.one(conn, {"p_order": order_id})
         if order.paid_at is not None:
             if order.payment_hash == payment_hash:
                 return _stored_answer(order)
@@ -243,8 +249,8 @@ class SettlementService:
                 iss=self.c.issuer, iat=now, order_id=order_id, device_id=device_id, payment_hash=payment_hash
             )
         )
-        conn.execute(
-            _MARK_PAID,
+        _MARK_PAID.execute(
+            conn,
             {
                 "p_order": order_id,
                 "p_now": now,
@@ -264,12 +270,12 @@ class SettlementService:
         """Record which order this state counter paid; one seen before for another order marks the device
         suspect (a clone or a rollback)."""
         params = {"p_device": device.device_id, "p_counter": payment.counter, "p_order": order_id}
-        if conn.execute(_NEW_COUNTER[conn.dialect.name], params).rowcount == 1:
+        if _NEW_COUNTER[conn.dialect.name].rowcount(conn, params) == 1:
             return
-        seen = conn.execute(_COUNTER_ORDER, params).scalar_one()
+        seen = _COUNTER_ORDER.one(conn, params)[0]
         if seen != order_id and device.state != "revoked":
             reason = f"state counter {payment.counter} paid {seen} and {order_id}"
-            conn.execute(_MARK_SUSPECT, {"p_device": device.device_id, "p_reason": reason, "p_now": now})
+            _MARK_SUSPECT.execute(conn, {"p_device": device.device_id, "p_reason": reason, "p_now": now})
 
     @staticmethod
     def _credits(session: Session, order: Any, payment: Payment) -> list[CreditRow]:
