@@ -1,12 +1,14 @@
 """Settlement (DESIGN.md flow 5.4; the patent's ST12): a payment becomes one balanced ledger transaction,
 exactly once, and a receipt.
 
-Before any lock: the HPKE envelope opens under the center's payment key with info = `coffer/payment/v1` ||
-0x00 || order_id; the `coffer-payment` JWS verifies under the payment key the order was made for; its
-order_id, device_id and order_hash name this order; its debits add up to the price, each one of a purse the
-device may pay from. Then, in one transaction under the device's lock (row lock on PostgreSQL, the write lock
-on SQLite), so duplicates in any number of processes serialize: a paid order answers its stored receipt for
-the same payment (409 order-settled for another one); otherwise transaction `settle:<order_id>` posts the held
+All in one transaction under the device's lock (row lock on PostgreSQL, the write lock on SQLite; on SQLite
+a savepoint of a group commit), so duplicates in any number of processes serialize. First the checks, in this
+order: the order is the token's device's (404), the token is still the device's (401), the HPKE envelope
+opens under the center's payment key with info = `coffer/payment/v1` || 0x00 || order_id, the
+`coffer-payment` JWS verifies under the payment key the order was made for, its order_id, device_id and
+order_hash name this order, its debits add up to the price, each one of a purse the device may pay from (422
+each). Then a paid order answers its stored receipt for the same payment (409 order-settled for another one);
+otherwise transaction `settle:<order_id>` posts the held
 legs that match, voids the others and posts the rest, forfeits a coupon's leftover, and is checked not to
 overdraw before the commit. A state counter already used by another order marks the device suspect (the
 payment still settles: the device did pay, and the hold covered it). No `exp` check: a valid payment for an
@@ -21,7 +23,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from center import ledger
@@ -30,7 +32,6 @@ from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter, tabl
 from center.db.prepared import Prepared
 from center.errors import (
     ConflictError,
-    DatabaseUnavailableError,
     InvalidPaymentError,
     InvalidSignatureError,
     NotFoundError,
@@ -68,12 +69,6 @@ _ORDER_COLUMNS = (
     _ORDERS.c.payment_hash,
     _ORDERS.c.paid_debits,
     _ORDERS.c.receipt_jws,
-)
-#: the order and the token hash of its device, read before any lock (the checks that need no lock)
-_FOR_PAYMENT = Prepared(
-    select(*_ORDER_COLUMNS, _DEVICES.c.token_hash)
-    .select_from(_ORDERS.join(_DEVICES, _DEVICES.c.device_id == _ORDERS.c.device_id))
-    .where(_ORDERS.c.order_id == bindparam("p_order"))
 )
 _ORDER_FOR_UPDATE = Prepared(
     select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")).with_for_update()
@@ -128,34 +123,23 @@ class SettlementService:
     ) -> PaymentAnswer:
         """Settle; `token_hash`: the request's token when the route took the device from `TokenHints` (checked
         here against the device row)."""
-        token, payment, order = self._verify(order_id, sealed_b64, token_device, token_hash)
-        payment_hash = message_hash(token)
+        hashes: list[str] = []  # the payment's hash, once it opened
         try:
             return self.c.write(
-                lambda session: self._settle(
-                    session, order_id, token_device, payment, payment_hash, token_hash
-                )
+                lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
             )
         except IntegrityError:
             # only a broken invariant gets here (the device lock serializes settlements): the stored answer
             with tx.read(self.c.sessions) as session:
-                stored = session.get(OrderRow, order.order_id)
-                if stored is not None and stored.payment_hash == payment_hash:
+                stored = session.get(OrderRow, order_id)
+                if stored is not None and hashes and stored.payment_hash == hashes[0]:
                     return _stored_answer(stored)
             raise
 
-    # -- checks without a lock ------------------------------------------------------------------------------
-    def _verify(
-        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None
-    ) -> tuple[str, Payment, Any]:
-        try:  # one statement: a connection of the pool, no ORM session (the write re-reads under the lock)
-            with self.c.engine.connect() as conn:
-                order = _FOR_PAYMENT.one_or_none(conn, {"p_order": order_id})
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(f"the database does not answer: {type(exc).__name__}") from exc
-        if order is None or order.device_id != token_device:
-            raise NotFoundError(f"no order {order_id}")
-        check_token(self.c, order, token_hash)
+    # -- the checks (inside the transaction: one database round for the payment, not a read before it) -----
+    def _verify(self, order: Any, sealed_b64: str) -> tuple[str, Payment]:
+        """The payment JWS and its payload, checked against `order` (a row of `_ORDER_FOR_UPDATE`)."""
+        order_id = order.order_id
         try:
             sealed = b64url_decode(sealed_b64)
             token = hpke.open(self.c.keys.payment, sealed, info=hpke.payment_info(order_id)).decode("ascii")
@@ -179,24 +163,27 @@ class SettlementService:
             raise InvalidPaymentError("the debits are not a ticket alone or at most one coupon and prepaid")
         if any(d.amount <= 0 or (d.purse == "prepaid") != (d.credit_id is None) for d in payment.debits):
             raise InvalidPaymentError("a debit line is malformed")
-        return token, payment, order
+        return token, payment
 
     # -- the transaction ------------------------------------------------------------------------------------
     def _settle(
         self,
         session: Session,
         order_id: str,
+        sealed_b64: str,
         device_id: str,
-        payment: Payment,
-        payment_hash: str,
         token_hash: str | None,
+        hashes: list[str],
     ) -> PaymentAnswer:
         conn = session.connection()
         device = LOCK_DEVICE.one_or_none(conn, {"p_device": device_id})
-        if device is None:
-            raise NotFoundError(f"no device {device_id}")
+        order = _ORDER_FOR_UPDATE.one_or_none(conn, {"p_order": order_id})
+        if device is None or order is None or order.device_id != device_id:
+            raise NotFoundError(f"no order {order_id}")
         check_token(self.c, device, token_hash)
-        order = _ORDER_FOR_UPDATE.one(conn, {"p_order": order_id})
+        token, payment = self._verify(order, sealed_b64)
+        payment_hash = message_hash(token)
+        hashes.append(payment_hash)
         if order.paid_at is not None:
             if order.payment_hash == payment_hash:
                 return _stored_answer(order)
