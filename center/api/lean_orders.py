@@ -110,12 +110,16 @@ class LeanOrders:
         if request is None:
             await self.app(scope, _replay(messages, receive), send)
             return
+        grouped = self.context.commerce.group is not None  # SQLite: no worker thread waits (center.db.group)
         try:
             if isinstance(request, OrderRequest):
                 assert key is not None
-                answer, created = await run_in_threadpool(
-                    self.context.orders.create, request, device_id, key, digest
-                )
+                if grouped:
+                    answer, created = await self.context.orders.create_async(request, device_id, key, digest)
+                else:
+                    answer, created = await run_in_threadpool(
+                        self.context.orders.create, request, device_id, key, digest
+                    )
                 response = Response(
                     answer.model_dump_json(by_alias=True).encode(),
                     status_code=201 if created else 200,
@@ -123,9 +127,14 @@ class LeanOrders:
                 )
             else:
                 assert order_id is not None
-                paid = await run_in_threadpool(
-                    self.context.settlement.pay, order_id, request.payment, device_id, digest
-                )
+                if grouped:
+                    paid = await self.context.settlement.pay_async(
+                        order_id, request.payment, device_id, digest
+                    )
+                else:
+                    paid = await run_in_threadpool(
+                        self.context.settlement.pay, order_id, request.payment, device_id, digest
+                    )
                 response = Response(
                     paid.model_dump_json(by_alias=True).encode(), media_type="application/json"
                 )

@@ -3,6 +3,7 @@ lookups and locks that serialize a device's money operations (center.db.tx)."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import threading
@@ -94,6 +95,13 @@ class Commerce:
             return self.group.run(work)
         with tx.write(self.sessions) as session:
             return work(session)
+
+    async def write_async(self, work: Callable[[Session], T]) -> T:
+        """`write` from the event loop: queued to the group commit without a thread of its own waiting
+        (center.db.group); without a group, `write` in a worker thread."""
+        if self.group is not None:
+            return await self.group.run_async(work)
+        return await asyncio.to_thread(self.write, work)
 
     @property
     def issuer(self) -> str:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +211,27 @@ class OrderService:
         """The order for this request; True when it was made now (False: answered again by its key).
         `token_hash`: the request's token when the route took the device from `TokenHints`; checked here
         against the locked device row."""
+        work = self._creation(request, token_device, idempotency_key, token_hash)
+        try:
+            return self.c.write(work)
+        except IntegrityError as exc:
+            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+
+    async def create_async(
+        self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None = None
+    ) -> tuple[OrderAnswer, bool]:
+        """`create` from the event loop (the lean order path): the same operation, queued to the group
+        commit without a thread of its own waiting (`Commerce.write_async`)."""
+        work = self._creation(request, token_device, idempotency_key, token_hash)
+        try:
+            return await self.c.write_async(work)
+        except IntegrityError as exc:
+            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+
+    def _creation(
+        self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None
+    ) -> Callable[[Session], tuple[OrderAnswer, bool]]:
+        """The write operation of `create` (its checks that need no database come first)."""
         if request.device_id != token_device:
             raise WrongDeviceError("the order names another device than the token's")
         request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
@@ -231,10 +253,7 @@ class OrderService:
                 raise ItemNotFoundError(request.item_id)
             return self._place(session, device, item, idempotency_key, request_hash), True
 
-        try:
-            return self.c.write(work)
-        except IntegrityError as exc:
-            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+        return work
 
     def _place(self, session: Session, device: Any, item: Any, key: str, request_hash: str) -> OrderAnswer:
         now = self.c.now()

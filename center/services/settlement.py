@@ -17,6 +17,7 @@ order the center issued settles whenever it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -129,12 +130,35 @@ class SettlementService:
                 lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
             )
         except IntegrityError:
-            # only a broken invariant gets here (the device lock serializes settlements): the stored answer
-            with tx.read(self.c.sessions) as session:
-                stored = session.get(OrderRow, order_id)
-                if stored is not None and hashes and stored.payment_hash == hashes[0]:
-                    return _stored_answer(stored)
-            raise
+            stored = self._stored(order_id, hashes)
+            if stored is None:
+                raise
+            return stored
+
+    async def pay_async(
+        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None = None
+    ) -> PaymentAnswer:
+        """`pay` from the event loop (the lean payment path): the same operation, queued to the group commit
+        without a thread of its own waiting (`Commerce.write_async`)."""
+        hashes: list[str] = []
+        try:
+            return await self.c.write_async(
+                lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
+            )
+        except IntegrityError:
+            stored = await asyncio.to_thread(self._stored, order_id, hashes)
+            if stored is None:
+                raise
+            return stored
+
+    def _stored(self, order_id: str, hashes: list[str]) -> PaymentAnswer | None:
+        """After an IntegrityError (only a broken invariant gets there: the device lock serializes
+        settlements): the stored answer when the order is paid by this very payment."""
+        with tx.read(self.c.sessions) as session:
+            stored = session.get(OrderRow, order_id)
+            if stored is not None and hashes and stored.payment_hash == hashes[0]:
+                return _stored_answer(stored)
+        return None
 
     # -- the checks (inside the transaction: one database round for the payment, not a read before it) -----
     def _verify(self, order: Any, sealed_b64: str) -> tuple[str, Payment]:

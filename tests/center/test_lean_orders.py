@@ -190,7 +190,13 @@ def test_an_unexpected_error_is_answered_as_the_route_answers_it(
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(pair.app.state.center.orders, "create", broken)
+    async def broken_async(*_args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(
+        pair.app.state.center.orders, "create", broken
+    )  # the route's (PostgreSQL: lean's too)
+    monkeypatch.setattr(pair.app.state.center.orders, "create_async", broken_async)  # lean's on SQLite
     r, answered = pair.same("POST", "/v1/orders", **_order(device, item, "broken-order"))
     assert (answered, r.status_code) == (True, 500)
     assert "content-security-policy" not in r.headers
