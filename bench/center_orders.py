@@ -242,24 +242,29 @@ async def _closed_loop(
 
     started = time.monotonic()
     cpu = _cpu_seconds(SERVER_PID[0])
+    load_cpu = time.process_time()
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         elapsed = time.monotonic() - started
         LAST_CPU[0] = _cpu_seconds(SERVER_PID[0]) - cpu
+        LAST_LOAD_CPU[0] = time.process_time() - load_cpu
         for connection in connections:
             await connection.close()
     return done[0], errors[0], samples, elapsed
 
 
 LAST_CPU = [0.0]  # the server's CPU seconds during the last closed loop
+LAST_LOAD_CPU = [0.0]  # this process's (the load generator's) CPU seconds during it
 
 
 def _cpu_fields(requests: int, elapsed: float) -> dict[str, float]:
-    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core."""
+    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core, and
+    the load generator's share of its own core (near 1.0 would mean the load, not the server, is measured)."""
     return {
         "server_cpu_ms_per_request": round(LAST_CPU[0] / max(1, requests) * 1000, 3),
         "server_cpu_share": round(LAST_CPU[0] / elapsed, 2),
+        "load_cpu_share": round(LAST_LOAD_CPU[0] / elapsed, 2),
     }
 
 

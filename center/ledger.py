@@ -69,8 +69,9 @@ _OPEN_HOLDS = Prepared(
     )
     .order_by(_TRANSFERS.c.transfer_id)
 )
-_HOLDS_BY_ID = select(*_HOLD_COLUMNS, _TRANSFERS.c.flag).where(
-    _TRANSFERS.c.transfer_id.in_(bindparam("p_ids", expanding=True))
+# one hold by id (a transaction resolves one or two: no expanding IN, whose compilation cost more)
+_HOLD_BY_ID = Prepared(
+    select(*_HOLD_COLUMNS, _TRANSFERS.c.flag).where(_TRANSFERS.c.transfer_id == bindparam("p_id"))
 )
 _AVAILABLE_EXPR = _ACCOUNTS.c.credits_posted - _ACCOUNTS.c.debits_posted - _ACCOUNTS.c.debits_pending
 _AVAILABLE = Prepared(select(_AVAILABLE_EXPR).where(_ACCOUNTS.c.account_id == bindparam("p_account")))
@@ -244,9 +245,8 @@ class Ledger:
         for flag, ids in (("post", list(post_holds)), ("void", list(void_holds))):
             if not ids:
                 continue
-            found = {h.transfer_id: h for h in conn.execute(_HOLDS_BY_ID, {"p_ids": ids})}
             for pending_id in ids:
-                hold = found.get(pending_id)
+                hold = _HOLD_BY_ID.one_or_none(conn, {"p_id": pending_id})
                 if hold is None or hold.flag != "pending":
                     raise ValueError(f"no hold {pending_id}")
                 leg = Leg(
