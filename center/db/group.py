@@ -22,8 +22,8 @@ batches, and exactly-once still rests on unique constraints and the database loc
 - `await run_async(work)` from the event loop (the lean order and payment path): the operation needs no
   thread of its own while it waits. When it finds the queue idle, or is first in line after a batch, a
   writer thread is started that leads batch after batch while only such operations wait, hands the lead to
-  a waiting `run` caller as above, and ends when the queue is empty. Each batch's answers go back to the
-  event loop with one wake-up per batch, not one thread hop per request.
+  a waiting `run` caller as above, and ends when the queue stayed empty for `LINGER`. Each batch's answers
+  go back to the event loop with one wake-up per batch, not one thread hop per request.
 
 PostgreSQL does not need this (it commits concurrent transactions with one WAL flush by itself).
 """
@@ -48,6 +48,8 @@ from center.errors import DatabaseUnavailableError
 log = logging.getLogger("center.db")
 T = TypeVar("T")
 MAX_BATCH = 64
+#: seconds a writer thread waits for more operations before it ends (starting one costs more than waiting)
+LINGER = 0.05
 #: `session.info` key of an operation's session in a batch: a list where code that would act "after commit"
 #: (a Session after_commit hook fires at the savepoint's release) appends a callable instead; the callables
 #: run once the whole batch committed, and never if it did not (center.ledger's cache of house accounts).
@@ -89,6 +91,7 @@ class GroupCommit:
         self._max_batch = max_batch
         self._mutex = threading.Lock()
         self._queue: deque[_Job[Any]] = deque()
+        self._arrived = threading.Condition(self._mutex)  # notified when an operation queues behind a lead
         self._busy = False
         #: batches committed and operations in them (observability and tests: how much was grouped)
         self.batches = 0
@@ -101,6 +104,8 @@ class GroupCommit:
             self._queue.append(job)
             lead = not self._busy
             self._busy = True
+            if not lead:
+                self._arrived.notify()  # a lingering writer thread hands this caller the lead
         if not lead:
             assert job.wake is not None
             job.wake.wait()
@@ -124,6 +129,8 @@ class GroupCommit:
             self._queue.append(job)
             lead = not self._busy
             self._busy = True
+            if not lead:
+                self._arrived.notify()  # a lingering writer thread takes it
         if lead:
             self._start_writer()
         assert job.future is not None
@@ -137,6 +144,8 @@ class GroupCommit:
         docstring); every error is its operations' (`_commit` gives each its answer)."""
         while True:
             with self._mutex:
+                if not self._queue:  # linger a moment: the next operation usually comes at once
+                    self._arrived.wait(LINGER)
                 head = self._queue[0] if self._queue else None
                 if head is None:
                     self._busy = False
