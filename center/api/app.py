@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -112,6 +113,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # What is alive once the server starts (modules, the app, SQLAlchemy's and pydantic's metadata) lives
+        # as long as the process: moved out of the collector's generations, full collections stop scanning it
+        # (measured: ~0.06 ms of CPU per order, a tenth of it; docs/center-commerce.md "Performance").
+        gc.collect()
+        gc.freeze()
         yield
         catalog.close()
         engine.dispose()
