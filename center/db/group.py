@@ -50,11 +50,6 @@ T = TypeVar("T")
 MAX_BATCH = 64
 #: seconds a writer thread waits for more operations before it ends (starting one costs more than waiting)
 LINGER = 0.05
-#: operations between WAL checkpoints. SQLite's automatic checkpoint (every 1,000 WAL pages) ran inside the
-#: COMMIT of whichever batch crossed the mark, and every answer of that batch waited for it (copying the pages
-#: and the database file's fsync); here a thread of its own runs it beside the batches.
-CHECKPOINT_EVERY = 256
-AUTOCHECKPOINT = 1000  # SQLite's default, what the pool's other users of the connection keep
 #: `session.info` key of an operation's session in a batch: a list where code that would act "after commit"
 #: (a Session after_commit hook fires at the savepoint's release) appends a callable instead; the callables
 #: run once the whole batch committed, and never if it did not (center.ledger's cache of house accounts).
@@ -97,15 +92,10 @@ class GroupCommit:
         self._mutex = threading.Lock()
         self._queue: deque[_Job[Any]] = deque()
         self._arrived = threading.Condition(self._mutex)  # notified when an operation queues behind a lead
-        self._since_checkpoint = 0  # operations committed since the last checkpoint was asked for
-        self._checkpoint_wanted = threading.Event()
-        self._checkpointing = False  # a checkpoint thread runs
         self._busy = False
-        #: batches committed and operations in them (observability and tests: how much was grouped), and WAL
-        #: checkpoints done
+        #: batches committed and operations in them (observability and tests: how much was grouped)
         self.batches = 0
         self.operations = 0
-        self.checkpoints = 0
 
     def run(self, work: Callable[[Session], T]) -> T:
         """`work(session)` inside a savepoint of a shared transaction; its result once that is durable."""
@@ -200,25 +190,17 @@ class GroupCommit:
                 loop.call_soon_threadsafe(_resolve, jobs)
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
-        """One transaction for `batch`; each job gets its value or error (an unexpected exception is re-raised
-        once every job has it)."""
+        """One transaction for `batch`; each job gets its value or error (never raises Exception)."""
         try:
             with writer_gate(self._engine), self._engine.connect() as conn:
-                driver = conn.connection.driver_connection
-                assert driver is not None
-                driver.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: `_checkpoints`, not this COMMIT
-                try:
-                    outer = conn.begin()
-                    conn.execute(text("BEGIN IMMEDIATE"))
-                    durable: list[Callable[[], None]] = []
-                    for job in batch:
-                        self._one(conn, job, durable)
-                    outer.commit()  # the one fsync of the batch (synchronous=FULL)
-                finally:
-                    driver.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT}")  # the pool's other users
+                outer = conn.begin()
+                conn.execute(text("BEGIN IMMEDIATE"))
+                durable: list[Callable[[], None]] = []
+                for job in batch:
+                    self._one(conn, job, durable)
+                outer.commit()  # the one fsync of the batch (synchronous=FULL)
                 self.batches += 1
                 self.operations += len(batch)
-            self._count_for_checkpoint(len(batch))
             for callback in durable:
                 callback()
         except SQLAlchemyError as exc:
@@ -230,36 +212,6 @@ class GroupCommit:
             for job in batch:
                 job.value, job.error = None, job.error or exc
             raise
-
-    def _count_for_checkpoint(self, operations: int) -> None:
-        """Every `CHECKPOINT_EVERY` operations, have the checkpoint thread copy the WAL into the database."""
-        with self._mutex:
-            self._since_checkpoint += operations
-            if self._since_checkpoint < CHECKPOINT_EVERY:
-                return
-            self._since_checkpoint = 0
-            self._checkpoint_wanted.set()
-            if self._checkpointing:
-                return
-            self._checkpointing = True
-        threading.Thread(target=self._checkpoints, name="coffer-wal-checkpoint", daemon=True).start()
-
-    def _checkpoints(self) -> None:
-        """The checkpoint thread: SQLite's own checkpoint (PASSIVE: it never blocks the writer, and the writer
-        never waits for it) on a connection of its own, whenever asked; it ends after `LINGER` * 20 idle."""
-        while True:
-            if not self._checkpoint_wanted.wait(LINGER * 20):
-                with self._mutex:
-                    if not self._checkpoint_wanted.is_set():
-                        self._checkpointing = False
-                        return
-            self._checkpoint_wanted.clear()
-            try:
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                self.checkpoints += 1
-            except SQLAlchemyError:
-                log.warning("a WAL checkpoint failed (the next one retries)", exc_info=True)
 
     def _one(self, conn: Any, job: _Job[Any], durable: list[Callable[[], None]]) -> None:
         """One operation in its own savepoint and ORM session on the batch's connection."""

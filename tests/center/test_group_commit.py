@@ -152,26 +152,6 @@ def test_operations_from_the_event_loop_share_a_batch_and_each_gets_its_own_answ
     assert _rows(group) == {"a": 1, "e": 5, "z": 3, "y": 4}
 
 
-def test_wal_checkpoints_run_beside_the_batches_and_the_pool_keeps_sqlites_default(
-    group: GroupCommit,
-) -> None:
-    """A batch's COMMIT never runs SQLite's automatic checkpoint (its answers would wait for it): a thread of
-    the group checkpoints every CHECKPOINT_EVERY operations, and the connection goes back to the pool with the
-    default automatic checkpoint for every other user."""
-    from center.db.group import AUTOCHECKPOINT, CHECKPOINT_EVERY
-
-    for n in range(2 * CHECKPOINT_EVERY + 1):
-        assert group.run(_insert(f"k{n}", n)) == f"k{n}"
-    for _ in range(int(WAIT * 100)):
-        if group.checkpoints >= 1:
-            break
-        threading.Event().wait(0.01)
-    assert group.checkpoints >= 1
-    with group._engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == AUTOCHECKPOINT
-        assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 2 * CHECKPOINT_EVERY + 1
-
-
 def test_a_database_failure_fails_the_whole_batch_and_commits_none_of_it(group: GroupCommit) -> None:
     def broken(session: Session) -> None:
         session.execute(text("SELECT * FROM no_such_table"))  # an OperationalError, like an I/O error
