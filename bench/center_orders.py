@@ -2,9 +2,12 @@
 and delivery MiB/s of an order's content stream against the same server streaming the same blob unencrypted.
 
 The server is one uvicorn worker (create_app, access log off) in a child process pinned to CPU 0; the load
-comes from this process (asyncio + httpx keep-alive clients) pinned to CPU 1 — so "2 cores" = one for the
-server, one for the load. Devices are bound with software keys (the center never talks to a TPM after
-enrollment), funded through the real credit code path; payments are sealed before the timed run, so the timed
+comes from this process pinned to CPU 1 (asyncio, one keep-alive connection per client with a minimal HTTP/1.1
+client over real sockets; httpx only for the untimed set-up) — so "2 cores" = one for the server, one for the
+load. Each row gives the server's CPU per request and share of its core, and the load generator's share of
+its own (`load_cpu_share`: near 1.0 would mean the load generator, not the server, sets the rate).
+Devices are bound with software keys (the center never talks to a TPM after enrollment), funded through the
+real credit code path; payments are sealed before the timed run, so the timed
 part is the center's own work. Each client uses its own device (orders of one device serialize on its row).
 The reference for delivery is a bench-only route added to the same app that streams the plaintext blob with
 the same chunking (`/bench/plain`), measured in the same run.
@@ -242,24 +245,29 @@ async def _closed_loop(
 
     started = time.monotonic()
     cpu = _cpu_seconds(SERVER_PID[0])
+    load_cpu = time.process_time()
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         elapsed = time.monotonic() - started
         LAST_CPU[0] = _cpu_seconds(SERVER_PID[0]) - cpu
+        LAST_LOAD_CPU[0] = time.process_time() - load_cpu
         for connection in connections:
             await connection.close()
     return done[0], errors[0], samples, elapsed
 
 
 LAST_CPU = [0.0]  # the server's CPU seconds during the last closed loop
+LAST_LOAD_CPU = [0.0]  # this process's (the load generator's) CPU seconds during it
 
 
 def _cpu_fields(requests: int, elapsed: float) -> dict[str, float]:
-    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core."""
+    """The server's CPU per request (less noisy than rates on a shared host) and its share of one core, and
+    the load generator's share of its own core (near 1.0 would mean the load, not the server, is measured)."""
     return {
         "server_cpu_ms_per_request": round(LAST_CPU[0] / max(1, requests) * 1000, 3),
         "server_cpu_share": round(LAST_CPU[0] / elapsed, 2),
+        "load_cpu_share": round(LAST_LOAD_CPU[0] / elapsed, 2),
     }
 
 

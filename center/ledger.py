@@ -32,6 +32,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from center.db.commerce import LedgerAccount, LedgerTransfer, LedgerTxn, table
 from center.db.group import ON_DURABLE
+from center.db.prepared import Prepared
 from center.db.tx import dialect
 from center.errors import InsufficientFundsError
 
@@ -48,10 +49,18 @@ _HOLD_COLUMNS = (
     _TRANSFERS.c.amount,
     _TRANSFERS.c.currency,
 )
-_TXN_EXISTS = select(_TXNS.c.txn_id).where(_TXNS.c.txn_id == bindparam("p_txn"))
-_INSERT_TXN = insert(_TXNS)
-_INSERT_TRANSFER = insert(_TRANSFERS)
-_OPEN_HOLDS = (
+# Run on SQLite's DBAPI cursor (center.db.prepared): the orders' and payments' hot path.
+_TXN_EXISTS = Prepared(select(_TXNS.c.txn_id).where(_TXNS.c.txn_id == bindparam("p_txn")))
+_INSERT_TXN = Prepared(
+    insert(_TXNS).values(
+        txn_id=bindparam("txn_id"),
+        kind=bindparam("kind"),
+        order_id=bindparam("order_id"),
+        created_at=bindparam("created_at"),
+    )
+)
+_INSERT_TRANSFER = Prepared(insert(_TRANSFERS))
+_OPEN_HOLDS = Prepared(
     select(*_HOLD_COLUMNS)
     .where(
         _TRANSFERS.c.txn_id == bindparam("p_txn"),
@@ -60,12 +69,13 @@ _OPEN_HOLDS = (
     )
     .order_by(_TRANSFERS.c.transfer_id)
 )
-_HOLDS_BY_ID = select(*_HOLD_COLUMNS, _TRANSFERS.c.flag).where(
-    _TRANSFERS.c.transfer_id.in_(bindparam("p_ids", expanding=True))
+# one hold by id (a transaction resolves one or two: no expanding IN, whose compilation cost more)
+_HOLD_BY_ID = Prepared(
+    select(*_HOLD_COLUMNS, _TRANSFERS.c.flag).where(_TRANSFERS.c.transfer_id == bindparam("p_id"))
 )
 _AVAILABLE_EXPR = _ACCOUNTS.c.credits_posted - _ACCOUNTS.c.debits_posted - _ACCOUNTS.c.debits_pending
-_AVAILABLE = select(_AVAILABLE_EXPR).where(_ACCOUNTS.c.account_id == bindparam("p_account"))
-_MOVE = (
+_AVAILABLE = Prepared(select(_AVAILABLE_EXPR).where(_ACCOUNTS.c.account_id == bindparam("p_account")))
+_MOVE = Prepared(
     update(_ACCOUNTS)
     .where(_ACCOUNTS.c.account_id == bindparam("p_account"))
     .values(
@@ -136,6 +146,7 @@ class Ledger:
         self.session = session
         self.now = now
         self._moved: dict[str, int] = {}  # limited account -> its available amount after this ledger's writes
+        self._connection: Any = None  # the session's connection (one per transaction; fetched once)
 
     # -- accounts -----------------------------------------------------------------------------------------
     def open_account(self, account_id: str, kind: str, currency: str, device_id: str | None = None) -> str:
@@ -167,14 +178,16 @@ class Ledger:
 
     # -- transactions -------------------------------------------------------------------------------------
     def exists(self, txn_id: str) -> bool:
-        return self._conn().execute(_TXN_EXISTS, {"p_txn": txn_id}).first() is not None
+        return _TXN_EXISTS.one_or_none(self._conn(), {"p_txn": txn_id}) is not None
 
     def _conn(self) -> Any:
         """The session's connection, with the session's pending ORM changes written first (the Core statements
         below must see them, as a flush would)."""
         if self.session.new or self.session.dirty or self.session.deleted:
             self.session.flush()
-        return self.session.connection()
+        if self._connection is None:
+            self._connection = self.session.connection()
+        return self._connection
 
     def post(
         self,
@@ -220,8 +233,8 @@ class Ledger:
         if not fresh and self.exists(txn_id):
             return False
         conn = self._conn()
-        conn.execute(
-            _INSERT_TXN, {"txn_id": txn_id, "kind": kind, "order_id": order_id, "created_at": self.now}
+        _INSERT_TXN.execute(
+            conn, {"txn_id": txn_id, "kind": kind, "order_id": order_id, "created_at": self.now}
         )
         rows: list[dict[str, Any]] = []
         deltas: dict[str, list[int]] = {}
@@ -232,9 +245,8 @@ class Ledger:
         for flag, ids in (("post", list(post_holds)), ("void", list(void_holds))):
             if not ids:
                 continue
-            found = {h.transfer_id: h for h in conn.execute(_HOLDS_BY_ID, {"p_ids": ids})}
             for pending_id in ids:
-                hold = found.get(pending_id)
+                hold = _HOLD_BY_ID.one_or_none(conn, {"p_id": pending_id})
                 if hold is None or hold.flag != "pending":
                     raise ValueError(f"no hold {pending_id}")
                 leg = Leg(
@@ -285,14 +297,16 @@ class Ledger:
     def _apply(self, rows: list[dict[str, Any]], deltas: dict[str, list[int]]) -> None:
         """Write the transfers (one executemany), then move the limited accounts' totals; the CHECK refuses an
         overdraft. A duplicate transfer or resolution fails here, as an IntegrityError."""
-        conn = self.session.connection()
+        if self._connection is None:
+            self._connection = self.session.connection()
+        conn = self._connection
         if rows:
-            conn.execute(_INSERT_TRANSFER, rows)
+            _INSERT_TRANSFER.execute_many(conn, rows)
         for account in sorted(deltas):
             dp, cp, dh, ch = deltas[account]
             params = {"p_account": account, "p_dp": dp, "p_cp": cp, "p_dh": dh, "p_ch": ch}
             try:
-                available = conn.execute(_MOVE, params).scalar_one()
+                available = _MOVE.one(conn, params)[0]
             except IntegrityError as exc:
                 raise InsufficientFundsError(f"{account} would be overdrawn") from exc
             self._moved[account] = int(available)
@@ -300,7 +314,7 @@ class Ledger:
     def open_holds(self, txn_id: str) -> list[Any]:
         """The still-open pending transfers of transaction `txn_id` (rows: transfer_id, debit_account,
         credit_account, amount, currency)."""
-        return list(self._conn().execute(_OPEN_HOLDS, {"p_txn": txn_id}))
+        return _OPEN_HOLDS.rows(self._conn(), {"p_txn": txn_id})
 
     # -- balances -----------------------------------------------------------------------------------------
     def balances(
@@ -357,7 +371,7 @@ class Ledger:
         return self.available_or_none(account_id) or 0
 
     def available_or_none(self, account_id: str) -> int | None:
-        value = self._conn().execute(_AVAILABLE, {"p_account": account_id}).scalar()
+        value = _AVAILABLE.scalar(self._conn(), {"p_account": account_id})
         return None if value is None else int(value)
 
     def require_covered(self, account_ids: Iterable[str]) -> None:

@@ -15,13 +15,24 @@ once. Every caller gets its own result or exception only after that commit retur
   constraints (balance minus holds ≥ 0, unique ids) judge each at its own statements.
 
 Scheduling only, like the writer gate in `center.db.tx`: across processes BEGIN IMMEDIATE still serializes the
-batches, and exactly-once still rests on unique constraints and the database lock. No thread is started: the
-leader is a caller, and when it is done it hands the lead to the first caller still waiting.
+batches, and exactly-once still rests on unique constraints and the database lock. Two ways in, one queue:
+
+- `run(work)` from a thread: the leader is a caller, and when it is done it hands the lead to the first
+  caller still waiting (no thread is started);
+- `await run_async(work)` from the event loop (the lean order and payment path): the operation needs no
+  thread of its own while it waits. When it finds the queue idle, or is first in line after a batch, a
+  writer thread is started that leads batch after batch while only such operations wait, hands the lead to
+  a waiting `run` caller as above, and ends when the queue stayed empty for `LINGER`. Each batch's answers
+  go back to the event loop with one wake-up per batch, not one thread hop per request.
+
 PostgreSQL does not need this (it commits concurrent transactions with one WAL flush by itself).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -34,8 +45,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from center.db.tx import writer_gate
 from center.errors import DatabaseUnavailableError
 
+log = logging.getLogger("center.db")
 T = TypeVar("T")
 MAX_BATCH = 64
+#: seconds a writer thread waits for more operations before it ends (starting one costs more than waiting)
+LINGER = 0.05
 #: `session.info` key of an operation's session in a batch: a list where code that would act "after commit"
 #: (a Session after_commit hook fires at the savepoint's release) appends a callable instead; the callables
 #: run once the whole batch committed, and never if it did not (center.ledger's cache of house accounts).
@@ -43,11 +57,19 @@ ON_DURABLE = "coffer.on_durable"
 
 
 class _Job(Generic[T]):
-    __slots__ = ("done", "error", "value", "wake", "work")
+    __slots__ = ("done", "error", "future", "loop", "value", "wake", "work")
 
-    def __init__(self, work: Callable[[Session], T]) -> None:
+    def __init__(
+        self,
+        work: Callable[[Session], T],
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[T] | None = None,
+    ) -> None:
         self.work = work
-        self.wake = threading.Event()  # set when done, or when this job's caller is to lead the next batch
+        # `run`: set when done, or when this job's caller is to lead the next batch; None for `run_async`
+        self.wake = threading.Event() if future is None else None
+        self.loop = loop
+        self.future = future  # `run_async`: resolved on its event loop once the batch committed
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
@@ -69,6 +91,7 @@ class GroupCommit:
         self._max_batch = max_batch
         self._mutex = threading.Lock()
         self._queue: deque[_Job[Any]] = deque()
+        self._arrived = threading.Condition(self._mutex)  # notified when an operation queues behind a lead
         self._busy = False
         #: batches committed and operations in them (observability and tests: how much was grouped)
         self.batches = 0
@@ -81,7 +104,10 @@ class GroupCommit:
             self._queue.append(job)
             lead = not self._busy
             self._busy = True
+            if not lead:
+                self._arrived.notify()  # a lingering writer thread hands this caller the lead
         if not lead:
+            assert job.wake is not None
             job.wake.wait()
             if job.done:
                 return job.outcome()
@@ -91,18 +117,80 @@ class GroupCommit:
         try:
             self._commit(batch)
         finally:
-            with self._mutex:
-                successor = self._queue[0] if self._queue else None
-                self._busy = successor is not None
-            for other in batch:
-                other.done = True
-                if other is not job:
-                    other.wake.set()
-            if successor is not None:
-                successor.wake.set()
+            self._answer(batch, job)
+            self._pass_lead()
         return job.outcome()
 
+    async def run_async(self, work: Callable[[Session], T]) -> T:
+        """`run` for a coroutine on the event loop: the same batches, no thread held while it waits."""
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(work, loop, loop.create_future())
+        with self._mutex:
+            self._queue.append(job)
+            lead = not self._busy
+            self._busy = True
+            if not lead:
+                self._arrived.notify()  # a lingering writer thread takes it
+        if lead:
+            self._start_writer()
+        assert job.future is not None
+        return await job.future
+
+    def _start_writer(self) -> None:
+        threading.Thread(target=self._write, name="coffer-group-commit", daemon=True).start()
+
+    def _write(self) -> None:
+        """A writer thread: batch after batch while `run_async` operations head the queue (see the module
+        docstring); every error is its operations' (`_commit` gives each its answer)."""
+        while True:
+            with self._mutex:
+                if not self._queue:  # linger a moment: the next operation usually comes at once
+                    self._arrived.wait(LINGER)
+                head = self._queue[0] if self._queue else None
+                if head is None:
+                    self._busy = False
+                    return
+                if head.wake is not None:  # a `run` caller waits: it leads, as it would have
+                    head.wake.set()
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            try:
+                self._commit(batch)
+            except Exception:  # already each operation's error (_commit hands it over); say so, go on
+                log.exception("a group commit batch failed outside its operations")
+            finally:
+                self._answer(batch, None)
+
+    def _pass_lead(self) -> None:
+        """After a `run` leader's batch: wake the next `run` caller to lead, or start a writer thread for a
+        `run_async` operation, or go idle."""
+        with self._mutex:
+            successor = self._queue[0] if self._queue else None
+            self._busy = successor is not None
+        if successor is None:
+            return
+        if successor.wake is not None:
+            successor.wake.set()
+        else:
+            self._start_writer()
+
+    @staticmethod
+    def _answer(batch: list[_Job[Any]], leader: _Job[Any] | None) -> None:
+        """Hand every operation of a committed (or failed) batch its outcome: a `run` caller is woken, the
+        `run_async` ones of each event loop are resolved with one call into that loop."""
+        loops: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+        for job in batch:
+            job.done = True
+            if job.loop is not None:
+                loops.setdefault(job.loop, []).append(job)
+            elif job is not leader and job.wake is not None:
+                job.wake.set()
+        for loop, jobs in loops.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits for these answers any more
+                loop.call_soon_threadsafe(_resolve, jobs)
+
     def _commit(self, batch: list[_Job[Any]]) -> None:
+        """One transaction for `batch`; each job gets its value or error (never raises Exception)."""
         try:
             with writer_gate(self._engine), self._engine.connect() as conn:
                 outer = conn.begin()
@@ -144,3 +232,15 @@ class GroupCommit:
             raise
         except Exception as exc:
             job.error = exc
+
+
+def _resolve(jobs: list[_Job[Any]]) -> None:
+    """On the event loop: each `run_async` future gets its operation's outcome (unless its caller gave up)."""
+    for job in jobs:
+        future = job.future
+        if future is None or future.done():
+            continue
+        if job.error is not None:
+            future.set_exception(job.error)
+        else:
+            future.set_result(job.value)

@@ -3,6 +3,8 @@ lookups and locks that serialize a device's money operations (center.db.tx)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import threading
 import time
@@ -10,18 +12,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, select
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import Engine, bindparam, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from center.blobs import BlobStore
 from center.db import tx
 from center.db.commerce import Device, table
 from center.db.group import GroupCommit
+from center.db.prepared import Prepared
 from center.errors import DeviceRevokedError, DeviceSuspectError, NotFoundError, UnauthorizedError
 from center.keys import CenterKeys
 from center.sealing import token_hash
 from center.settings import CenterSettings
 from protocol import jws
+from protocol.keys import public_key_from_jwk
 from protocol.messages import SignedPayload
 
 
@@ -78,6 +83,11 @@ class Commerce:
     def now(self) -> int:
         return self.clock()
 
+    @property
+    def engine(self) -> Engine:
+        engine: Engine = self.sessions.kw["bind"]
+        return engine
+
     def write(self, work: Callable[[Session], T]) -> T:
         """`work(session)` as one atomic write operation, answered once it is durable: alone in a transaction
         (`tx.write`), or in a savepoint of a group commit. Either way it commits entirely or not at all."""
@@ -86,12 +96,27 @@ class Commerce:
         with tx.write(self.sessions) as session:
             return work(session)
 
+    async def write_async(self, work: Callable[[Session], T]) -> T:
+        """`write` from the event loop: queued to the group commit without a thread of its own waiting
+        (center.db.group); without a group, `write` in a worker thread."""
+        if self.group is not None:
+            return await self.group.run_async(work)
+        return await asyncio.to_thread(self.write, work)
+
     @property
     def issuer(self) -> str:
         return self.settings.issuer_url()
 
     def sign(self, payload: SignedPayload) -> str:
         return jws.sign(payload, jws.SoftwareSigner(self.keys.signing))
+
+
+@functools.lru_cache(maxsize=4096)
+def stored_public_key(jwk_json: str) -> ec.EllipticCurvePublicKey:
+    """A device key as the center stored it (its JWK's JSON), parsed and checked once per process
+    (`public_key_from_jwk`; key objects are immutable): the KEM key of every order and the payment key of
+    every payment would otherwise be decoded and checked on the curve each time."""
+    return public_key_from_jwk(json.loads(jwk_json))
 
 
 def canonical(value: Any) -> str:
@@ -114,6 +139,7 @@ DEVICE_FOR_UPDATE = (
     .where(_DEVICES.c.device_id == bindparam("p_device"))
     .with_for_update()
 )
+LOCK_DEVICE = Prepared(DEVICE_FOR_UPDATE)  # on SQLite's DBAPI cursor (center.db.prepared)
 
 
 def check_token(commerce: Commerce, device: Any, digest: str | None) -> None:

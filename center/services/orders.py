@@ -16,10 +16,11 @@ import hashlib
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +28,7 @@ from center import ledger
 from center.db import tx
 from center.db.commerce import CreditRow, LedgerAccount, OrderRow, table
 from center.db.models import Item
+from center.db.prepared import Prepared
 from center.errors import (
     ConflictError,
     IdempotencyMismatchError,
@@ -39,72 +41,80 @@ from center.errors import (
 )
 from center.sealing import seal
 from center.services.common import (
-    DEVICE_FOR_UPDATE,
+    LOCK_DEVICE,
     Commerce,
     canonical,
     check_token,
     require_device,
     require_state,
+    stored_public_key,
 )
 from protocol import hpke, pricing, stream
 from protocol.b64 import b64url_encode
 from protocol.center_api import OrderAnswer, OrderRequest, OrderState, OrderStatus
 from protocol.errors import PricingShortfall
-from protocol.keys import public_key_from_jwk
 from protocol.messages import Order, message_hash
 from protocol.money import Money
 from protocol.pricing import Coupon, Debit, Purses, Ticket
 
 SEGMENT_SIZE = stream.DEFAULT_SEGMENT_SIZE
 
-# The order's statements, built once (SQLAlchemy Core; compiled once per process by its statement cache).
+# The order's statements, built once (SQLAlchemy Core) and run on SQLite's DBAPI cursor (center.db.prepared).
 _ORDERS = table(OrderRow)
 _ITEMS = table(Item)
 _CREDITS = table(CreditRow)
 _ACCOUNTS = table(LedgerAccount)
-_BY_KEY = select(
-    _ORDERS.c.order_id,
-    _ORDERS.c.request_hash,
-    _ORDERS.c.order_jws,
-    _ORDERS.c.content_length,
-    _ORDERS.c.segment_size,
-    _ORDERS.c.exp,
-).where(_ORDERS.c.device_id == bindparam("p_device"), _ORDERS.c.idempotency_key == bindparam("p_key"))
-_ITEM = select(
-    _ITEMS.c.item_id,
-    _ITEMS.c.price_amount,
-    _ITEMS.c.currency,
-    _ITEMS.c.content_sha256,
-    _ITEMS.c.content_length,
-).where(_ITEMS.c.item_id == bindparam("p_item"), _ITEMS.c.removed_at.is_(None))
+_BY_KEY = Prepared(
+    select(
+        _ORDERS.c.order_id,
+        _ORDERS.c.request_hash,
+        _ORDERS.c.order_jws,
+        _ORDERS.c.content_length,
+        _ORDERS.c.segment_size,
+        _ORDERS.c.exp,
+    ).where(_ORDERS.c.device_id == bindparam("p_device"), _ORDERS.c.idempotency_key == bindparam("p_key"))
+)
+_ITEM = Prepared(
+    select(
+        _ITEMS.c.item_id,
+        _ITEMS.c.price_amount,
+        _ITEMS.c.currency,
+        _ITEMS.c.content_sha256,
+        _ITEMS.c.content_length,
+    ).where(_ITEMS.c.item_id == bindparam("p_item"), _ITEMS.c.removed_at.is_(None))
+)
 _WALLET_AVAILABLE = (
     select(_ACCOUNTS.c.credits_posted - _ACCOUNTS.c.debits_posted - _ACCOUNTS.c.debits_pending)
     .where(_ACCOUNTS.c.account_id == bindparam("p_wallet"))
     .scalar_subquery()
 )
 #: (orders expired undelivered with their holds still open, unpaid deliveries, the wallet's available amount)
-_DEVICE_STATE = select(
-    func.count().filter(_ORDERS.c.delivered_at.is_(None)),
-    func.count().filter(_ORDERS.c.delivered_at.is_not(None)),
-    _WALLET_AVAILABLE,
-).where(
-    # the terms of the partial index ix_orders_open_by_exp (only open orders: not a device's whole history)
-    _ORDERS.c.device_id == bindparam("p_device"),
-    _ORDERS.c.paid_at.is_(None),
-    _ORDERS.c.released_at.is_(None),
-    _ORDERS.c.exp <= bindparam("p_now"),
+_DEVICE_STATE = Prepared(
+    select(
+        func.count().filter(_ORDERS.c.delivered_at.is_(None)),
+        func.count().filter(_ORDERS.c.delivered_at.is_not(None)),
+        _WALLET_AVAILABLE,
+    ).where(
+        # the terms of the partial index ix_orders_open_by_exp (open orders only, not the whole history)
+        _ORDERS.c.device_id == bindparam("p_device"),
+        _ORDERS.c.paid_at.is_(None),
+        _ORDERS.c.released_at.is_(None),
+        _ORDERS.c.exp <= bindparam("p_now"),
+    )
 )
-_UNSPENT = select(
-    _CREDITS.c.credit_id, _CREDITS.c.kind, _CREDITS.c.item_id, _CREDITS.c.currency, _CREDITS.c.exp
-).where(
-    _CREDITS.c.device_id == bindparam("p_device"),
-    _CREDITS.c.redeemed_at.is_not(None),
-    _CREDITS.c.held_by.is_(None),
-    _CREDITS.c.spent_by.is_(None),
-    _CREDITS.c.exp > bindparam("p_now"),
-    _CREDITS.c.kind.in_(("coupon", "ticket")),
+_UNSPENT = Prepared(
+    select(
+        _CREDITS.c.credit_id, _CREDITS.c.kind, _CREDITS.c.item_id, _CREDITS.c.currency, _CREDITS.c.exp
+    ).where(
+        _CREDITS.c.device_id == bindparam("p_device"),
+        _CREDITS.c.redeemed_at.is_not(None),
+        _CREDITS.c.held_by.is_(None),
+        _CREDITS.c.spent_by.is_(None),
+        _CREDITS.c.exp > bindparam("p_now"),
+        or_(_CREDITS.c.kind == "coupon", _CREDITS.c.kind == "ticket"),  # not IN (…): no expanding parameter
+    )
 )
-_INSERT_ORDER = insert(_ORDERS)
+_INSERT_ORDER = Prepared(insert(_ORDERS))
 _HOLD_CREDITS = (
     update(_CREDITS)
     .where(_CREDITS.c.credit_id.in_(bindparam("p_ids", expanding=True)))
@@ -180,7 +190,7 @@ def purses(
     wallet's available amount when the caller has just read it)."""
     wallet = book.available(ledger.wallet(device_id, currency)) if wallet is None else wallet
     coupons, tickets = [], []
-    for credit in session.connection().execute(_UNSPENT, {"p_device": device_id, "p_now": now}):
+    for credit in _UNSPENT.rows(session.connection(), {"p_device": device_id, "p_now": now}):
         if credit.kind == "ticket" and credit.item_id:
             tickets.append(Ticket(credit_id=credit.credit_id, item_id=credit.item_id, exp=credit.exp))
         elif credit.kind == "coupon" and credit.currency:
@@ -201,42 +211,58 @@ class OrderService:
         """The order for this request; True when it was made now (False: answered again by its key).
         `token_hash`: the request's token when the route took the device from `TokenHints`; checked here
         against the locked device row."""
+        work = self._creation(request, token_device, idempotency_key, token_hash)
+        try:
+            return self.c.write(work)
+        except IntegrityError as exc:
+            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+
+    async def create_async(
+        self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None = None
+    ) -> tuple[OrderAnswer, bool]:
+        """`create` from the event loop (the lean order path): the same operation, queued to the group
+        commit without a thread of its own waiting (`Commerce.write_async`)."""
+        work = self._creation(request, token_device, idempotency_key, token_hash)
+        try:
+            return await self.c.write_async(work)
+        except IntegrityError as exc:
+            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+
+    def _creation(
+        self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None
+    ) -> Callable[[Session], tuple[OrderAnswer, bool]]:
+        """The write operation of `create` (its checks that need no database come first)."""
         if request.device_id != token_device:
             raise WrongDeviceError("the order names another device than the token's")
         request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
 
         def work(session: Session) -> tuple[OrderAnswer, bool]:
             conn = session.connection()
-            device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": request.device_id}).one_or_none()
+            device = LOCK_DEVICE.one_or_none(conn, {"p_device": request.device_id})
             if device is None:
                 raise NotFoundError(f"no device {request.device_id}")
             check_token(self.c, device, token_hash)
-            existing = conn.execute(
-                _BY_KEY, {"p_device": device.device_id, "p_key": idempotency_key}
-            ).one_or_none()
+            existing = _BY_KEY.one_or_none(conn, {"p_device": device.device_id, "p_key": idempotency_key})
             if existing is not None:
                 if existing.request_hash != request_hash:
                     raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
                 return answer(existing), False
             require_state(device)
-            item = conn.execute(_ITEM, {"p_item": request.item_id}).one_or_none()
+            item = _ITEM.one_or_none(conn, {"p_item": request.item_id})
             if item is None:
                 raise ItemNotFoundError(request.item_id)
             return self._place(session, device, item, idempotency_key, request_hash), True
 
-        try:
-            return self.c.write(work)
-        except IntegrityError as exc:
-            raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+        return work
 
     def _place(self, session: Session, device: Any, item: Any, key: str, request_hash: str) -> OrderAnswer:
         now = self.c.now()
         conn = session.connection()
         book = ledger.Ledger(session, now)
         wallet = ledger.wallet(device.device_id, item.currency)
-        stale, unpaid, available = conn.execute(
-            _DEVICE_STATE, {"p_device": device.device_id, "p_now": now, "p_wallet": wallet}
-        ).one()
+        stale, unpaid, available = _DEVICE_STATE.one(
+            conn, {"p_device": device.device_id, "p_now": now, "p_wallet": wallet}
+        )
         if stale:
             self.release_expired(session, book, device.device_id, now)
             available = book.available_or_none(wallet)
@@ -256,9 +282,7 @@ class OrderService:
             raise InsufficientFundsError(f"balance minus holds cannot pay {price}") from exc
         order_id = "ord_" + secrets.token_urlsafe(18)
         ke, salt = os.urandom(32), os.urandom(32)
-        wrapped = hpke.seal(
-            public_key_from_jwk(json.loads(device.kem_jwk)), ke, info=hpke.content_key_info(order_id)
-        )
+        wrapped = hpke.seal(stored_public_key(device.kem_jwk), ke, info=hpke.content_key_info(order_id))
         exp = now + self.c.settings.order_ttl
         token = self.c.sign(
             Order(
@@ -303,7 +327,7 @@ class OrderService:
             "paid_debits": None,
             "receipt_jws": None,
         }
-        conn.execute(_INSERT_ORDER, row)
+        _INSERT_ORDER.execute(conn, row)
         # the wallet's and coupons' CHECK constraint refuses an overdraft while the holds are written
         book.post(
             f"hold:{order_id}",  # a fresh order id: no earlier transaction can have it

@@ -1,12 +1,14 @@
 """Settlement (DESIGN.md flow 5.4; the patent's ST12): a payment becomes one balanced ledger transaction,
 exactly once, and a receipt.
 
-Before any lock: the HPKE envelope opens under the center's payment key with info = `coffer/payment/v1` ||
-0x00 || order_id; the `coffer-payment` JWS verifies under the payment key the order was made for; its
-order_id, device_id and order_hash name this order; its debits add up to the price, each one of a purse the
-device may pay from. Then, in one transaction under the device's lock (row lock on PostgreSQL, the write lock
-on SQLite), so duplicates in any number of processes serialize: a paid order answers its stored receipt for
-the same payment (409 order-settled for another one); otherwise transaction `settle:<order_id>` posts the held
+All in one transaction under the device's lock (row lock on PostgreSQL, the write lock on SQLite; on SQLite
+a savepoint of a group commit), so duplicates in any number of processes serialize. First the checks, in this
+order: the order is the token's device's (404), the token is still the device's (401), the HPKE envelope
+opens under the center's payment key with info = `coffer/payment/v1` || 0x00 || order_id, the
+`coffer-payment` JWS verifies under the payment key the order was made for, its order_id, device_id and
+order_hash name this order, its debits add up to the price, each one of a purse the device may pay from (422
+each). Then a paid order answers its stored receipt for the same payment (409 order-settled for another one);
+otherwise transaction `settle:<order_id>` posts the held
 legs that match, voids the others and posts the rest, forfeits a coupon's leftover, and is checked not to
 overdraw before the commit. A state counter already used by another order marks the device suspect (the
 payment still settles: the device did pay, and the hold covered it). No `exp` check: a valid payment for an
@@ -15,6 +17,7 @@ order the center issued settles whenever it arrives.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -27,6 +30,7 @@ from sqlalchemy.orm import Session
 from center import ledger
 from center.db import tx
 from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter, table
+from center.db.prepared import Prepared
 from center.errors import (
     ConflictError,
     InvalidPaymentError,
@@ -34,13 +38,12 @@ from center.errors import (
     NotFoundError,
     WrongDeviceError,
 )
-from center.services.common import DEVICE_FOR_UPDATE, Commerce, check_token
+from center.services.common import LOCK_DEVICE, Commerce, check_token, stored_public_key
 from center.services.orders import hold_legs
 from protocol import hpke, jws
 from protocol.b64 import b64url_decode
 from protocol.center_api import PaymentAnswer
 from protocol.errors import EncodingError, HpkeError, JwsError, JwsWrongAudience
-from protocol.keys import public_key_from_jwk
 from protocol.messages import Payment, Receipt, message_hash
 from protocol.money import Money
 from protocol.pricing import Debit
@@ -50,7 +53,7 @@ class OrderSettledError(ConflictError):
     slug = "order-settled"
 
 
-# The payment's statements, built once (SQLAlchemy Core; compiled once per process by its statement cache).
+# The payment's statements, built once (SQLAlchemy Core), run on SQLite's DBAPI cursor (center.db.prepared).
 _ORDERS = table(OrderRow)
 _DEVICES = table(Device)
 _COUNTERS = table(PaymentCounter)
@@ -68,13 +71,7 @@ _ORDER_COLUMNS = (
     _ORDERS.c.paid_debits,
     _ORDERS.c.receipt_jws,
 )
-#: the order and the token hash of its device, read before any lock (the checks that need no lock)
-_FOR_PAYMENT = (
-    select(*_ORDER_COLUMNS, _DEVICES.c.token_hash)
-    .select_from(_ORDERS.join(_DEVICES, _DEVICES.c.device_id == _ORDERS.c.device_id))
-    .where(_ORDERS.c.order_id == bindparam("p_order"))
-)
-_ORDER_FOR_UPDATE = (
+_ORDER_FOR_UPDATE = Prepared(
     select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")).with_for_update()
 )
 _COUNTER_VALUES: dict[str, Any] = {
@@ -83,18 +80,20 @@ _COUNTER_VALUES: dict[str, Any] = {
     "order_id": bindparam("p_order"),
 }
 _NEW_COUNTER = {
-    "sqlite": sqlite_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
-    "postgresql": pg_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing(),
+    "sqlite": Prepared(sqlite_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing()),
+    "postgresql": Prepared(pg_insert(_COUNTERS).values(_COUNTER_VALUES).on_conflict_do_nothing()),
 }
-_COUNTER_ORDER = select(_COUNTERS.c.order_id).where(
-    _COUNTERS.c.device_id == bindparam("p_device"), _COUNTERS.c.counter == bindparam("p_counter")
+_COUNTER_ORDER = Prepared(
+    select(_COUNTERS.c.order_id).where(
+        _COUNTERS.c.device_id == bindparam("p_device"), _COUNTERS.c.counter == bindparam("p_counter")
+    )
 )
-_MARK_SUSPECT = (
+_MARK_SUSPECT = Prepared(
     update(_DEVICES)
     .where(_DEVICES.c.device_id == bindparam("p_device"))
     .values(state="suspect", state_reason=bindparam("p_reason"), updated_at=bindparam("p_now"))
 )
-_MARK_PAID = (
+_MARK_PAID = Prepared(
     update(_ORDERS)
     .where(_ORDERS.c.order_id == bindparam("p_order"))
     .values(
@@ -125,38 +124,53 @@ class SettlementService:
     ) -> PaymentAnswer:
         """Settle; `token_hash`: the request's token when the route took the device from `TokenHints` (checked
         here against the device row)."""
-        token, payment, order = self._verify(order_id, sealed_b64, token_device, token_hash)
-        payment_hash = message_hash(token)
+        hashes: list[str] = []  # the payment's hash, once it opened
         try:
             return self.c.write(
-                lambda session: self._settle(
-                    session, order_id, token_device, payment, payment_hash, token_hash
-                )
+                lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
             )
         except IntegrityError:
-            # only a broken invariant gets here (the device lock serializes settlements): the stored answer
-            with tx.read(self.c.sessions) as session:
-                stored = session.get(OrderRow, order.order_id)
-                if stored is not None and stored.payment_hash == payment_hash:
-                    return _stored_answer(stored)
-            raise
+            stored = self._stored(order_id, hashes)
+            if stored is None:
+                raise
+            return stored
 
-    # -- checks without a lock ------------------------------------------------------------------------------
-    def _verify(
-        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None
-    ) -> tuple[str, Payment, Any]:
+    async def pay_async(
+        self, order_id: str, sealed_b64: str, token_device: str, token_hash: str | None = None
+    ) -> PaymentAnswer:
+        """`pay` from the event loop (the lean payment path): the same operation, queued to the group commit
+        without a thread of its own waiting (`Commerce.write_async`)."""
+        hashes: list[str] = []
+        try:
+            return await self.c.write_async(
+                lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
+            )
+        except IntegrityError:
+            stored = await asyncio.to_thread(self._stored, order_id, hashes)
+            if stored is None:
+                raise
+            return stored
+
+    def _stored(self, order_id: str, hashes: list[str]) -> PaymentAnswer | None:
+        """After an IntegrityError (only a broken invariant gets there: the device lock serializes
+        settlements): the stored answer when the order is paid by this very payment."""
         with tx.read(self.c.sessions) as session:
-            order = session.connection().execute(_FOR_PAYMENT, {"p_order": order_id}).one_or_none()
-        if order is None or order.device_id != token_device:
-            raise NotFoundError(f"no order {order_id}")
-        check_token(self.c, order, token_hash)
+            stored = session.get(OrderRow, order_id)
+            if stored is not None and hashes and stored.payment_hash == hashes[0]:
+                return _stored_answer(stored)
+        return None
+
+    # -- the checks (inside the transaction: one database round for the payment, not a read before it) -----
+    def _verify(self, order: Any, sealed_b64: str) -> tuple[str, Payment]:
+        """The payment JWS and its payload, checked against `order` (a row of `_ORDER_FOR_UPDATE`)."""
+        order_id = order.order_id
         try:
             sealed = b64url_decode(sealed_b64)
             token = hpke.open(self.c.keys.payment, sealed, info=hpke.payment_info(order_id)).decode("ascii")
         except (EncodingError, HpkeError, UnicodeDecodeError) as exc:
             raise InvalidPaymentError("the payment does not open under the center's payment key") from exc
         try:
-            payer = public_key_from_jwk(json.loads(order.payer_jwk))
+            payer = stored_public_key(order.payer_jwk)
             payment = jws.verify(token, Payment, keys=payer, now=self.c.now(), audience=order.device_id)
         except JwsWrongAudience as exc:
             raise WrongDeviceError("the payment names another device") from exc
@@ -173,24 +187,27 @@ class SettlementService:
             raise InvalidPaymentError("the debits are not a ticket alone or at most one coupon and prepaid")
         if any(d.amount <= 0 or (d.purse == "prepaid") != (d.credit_id is None) for d in payment.debits):
             raise InvalidPaymentError("a debit line is malformed")
-        return token, payment, order
+        return token, payment
 
     # -- the transaction ------------------------------------------------------------------------------------
     def _settle(
         self,
         session: Session,
         order_id: str,
+        sealed_b64: str,
         device_id: str,
-        payment: Payment,
-        payment_hash: str,
         token_hash: str | None,
+        hashes: list[str],
     ) -> PaymentAnswer:
         conn = session.connection()
-        device = conn.execute(DEVICE_FOR_UPDATE, {"p_device": device_id}).one_or_none()
-        if device is None:
-            raise NotFoundError(f"no device {device_id}")
+        device = LOCK_DEVICE.one_or_none(conn, {"p_device": device_id})
+        order = _ORDER_FOR_UPDATE.one_or_none(conn, {"p_order": order_id})
+        if device is None or order is None or order.device_id != device_id:
+            raise NotFoundError(f"no order {order_id}")
         check_token(self.c, device, token_hash)
-        order = conn.execute(_ORDER_FOR_UPDATE, {"p_order": order_id}).one()
+        token, payment = self._verify(order, sealed_b64)
+        payment_hash = message_hash(token)
+        hashes.append(payment_hash)
         if order.paid_at is not None:
             if order.payment_hash == payment_hash:
                 return _stored_answer(order)
@@ -243,8 +260,8 @@ class SettlementService:
                 iss=self.c.issuer, iat=now, order_id=order_id, device_id=device_id, payment_hash=payment_hash
             )
         )
-        conn.execute(
-            _MARK_PAID,
+        _MARK_PAID.execute(
+            conn,
             {
                 "p_order": order_id,
                 "p_now": now,
@@ -264,12 +281,12 @@ class SettlementService:
         """Record which order this state counter paid; one seen before for another order marks the device
         suspect (a clone or a rollback)."""
         params = {"p_device": device.device_id, "p_counter": payment.counter, "p_order": order_id}
-        if conn.execute(_NEW_COUNTER[conn.dialect.name], params).rowcount == 1:
+        if _NEW_COUNTER[conn.dialect.name].rowcount(conn, params) == 1:
             return
-        seen = conn.execute(_COUNTER_ORDER, params).scalar_one()
+        seen = _COUNTER_ORDER.one(conn, params)[0]
         if seen != order_id and device.state != "revoked":
             reason = f"state counter {payment.counter} paid {seen} and {order_id}"
-            conn.execute(_MARK_SUSPECT, {"p_device": device.device_id, "p_reason": reason, "p_now": now})
+            _MARK_SUSPECT.execute(conn, {"p_device": device.device_id, "p_reason": reason, "p_now": now})
 
     @staticmethod
     def _credits(session: Session, order: Any, payment: Payment) -> list[CreditRow]:

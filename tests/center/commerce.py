@@ -129,8 +129,8 @@ class SoftDevice:
 class Center:
     """The app (in process, ASGI transport) and its services on one database."""
 
-    def __init__(self, settings: CenterSettings) -> None:
-        self.app = create_app(settings)
+    def __init__(self, settings: CenterSettings, app: Any = None) -> None:
+        self.app = create_app(settings) if app is None else app
         _ENGINES.append(self.app.state.center.engine)
         self.client = AppClient(self.app)
         self.commerce: Commerce = self.app.state.center.commerce

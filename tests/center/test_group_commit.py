@@ -6,6 +6,7 @@ have queued behind it, so they all run in the next batch."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -39,9 +40,11 @@ class Batch:
     def __init__(self, group: GroupCommit, pool: ThreadPoolExecutor) -> None:
         self.group, self.pool = group, pool
         self.release = threading.Event()
+        self.started = threading.Event()  # the first operation runs (it left the queue)
 
     def hold(self) -> Future[None]:
         def first(session: Session) -> None:
+            self.started.set()
             assert self.release.wait(WAIT)
 
         return self.pool.submit(self.group.run, first)
@@ -110,6 +113,43 @@ def test_a_failing_operation_leaves_nothing_and_the_others_commit(group: GroupCo
     assert type(outcomes["d"]).__name__ == "IntegrityError"
     assert _rows(group) == {"a": 1, "e": 5}
     assert (group.batches, group.operations) == (2, 1 + len(works))  # grouped: one commit for five
+
+
+def test_operations_from_the_event_loop_share_a_batch_and_each_gets_its_own_answer(
+    group: GroupCommit,
+) -> None:
+    """`run_async` (the lean order and payment path): no thread waits per operation, the same batches, the
+    same savepoints; the answers come back on the event loop only after the batch's commit."""
+
+    def refuse() -> None:
+        raise InsufficientFundsError("refused after its first write")
+
+    works = [_insert("a", 1), _insert("b", 2, then=refuse), _insert("c", -1), _insert("e", 5)]
+    seen_before_commit: list[dict[str, int]] = []
+
+    async def queue_all() -> list[object]:
+        tasks = [asyncio.ensure_future(group.run_async(work)) for work in works]
+        await asyncio.sleep(0)  # every operation queued
+        seen_before_commit.append(_rows(group))
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    with ThreadPoolExecutor(2) as pool:
+        batch = Batch(group, pool)
+        first = batch.hold()
+        assert batch.started.wait(WAIT)
+        outcomes = pool.submit(asyncio.run, queue_all())
+        batch.let_go(len(works))
+        first.result(WAIT)
+        a, b, c, e = outcomes.result(WAIT)
+    assert (a, e) == ("a", "e")
+    assert isinstance(b, InsufficientFundsError)
+    assert type(c).__name__ == "IntegrityError"
+    assert seen_before_commit == [{}]
+    assert _rows(group) == {"a": 1, "e": 5}
+    assert (group.batches, group.operations) == (2, 1 + len(works))
+    assert asyncio.run(group.run_async(_insert("z", 3))) == "z"  # an idle queue: a writer thread leads
+    assert group.run(_insert("y", 4)) == "y"  # and a thread's operation after it leads itself again
+    assert _rows(group) == {"a": 1, "e": 5, "z": 3, "y": 4}
 
 
 def test_a_database_failure_fails_the_whole_batch_and_commits_none_of_it(group: GroupCommit) -> None:
