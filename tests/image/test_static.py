@@ -128,7 +128,7 @@ def test_coffer_conf_on_the_boot_partition(image: Image) -> None:
     assert conf["COFFER_DEVICE_LISTEN"] == "192.168.7.1:8470"
     assert conf["COFFER_DEVICE_LINK_SUBNET"] == "192.168.7.0/30"
     assert "COFFER_DEVICE_PINNED_ROOT_FINGERPRINT" in conf
-    # no trust on first use unless the owner asks for it (issue 12 finding 3): an unpinned image refuses enrollment
+    # no trust on first use unless the owner asks (issue 12 finding 3): an unpinned image refuses enrollment
     assert conf["COFFER_DEVICE_TRUST_FIRST_CENTER"] == "0"
 
 
