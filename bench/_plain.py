@@ -6,7 +6,8 @@
     python -m bench._plain relay SOURCE_URL CA SINK_URL    # in `pc`: GET streamed into POST, prints seconds
 
 The relay moves 1 MiB chunks from an httpx streamed GET into an httpx POST with Content-Length, the download
-read ahead in its own thread (`terminal_cli.readahead.ReadAhead`), as terminal_cli's purchase does; the
+read ahead in its own thread and gathered into chunks as terminal_cli's purchase does
+(`terminal_cli.readahead.ReadAhead`, `gathered`); the
 servers are uvicorn (httptools), as the center and the device are.
 
 Two receivers on the board: `sink` discards the body (the network path alone); `store` is what an HTTP upload
@@ -104,7 +105,7 @@ def _serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], listen: str, 
 def _relay(source: str, ca: str, sink: str) -> float:
     import httpx
 
-    from terminal_cli.readahead import ReadAhead
+    from terminal_cli.readahead import ReadAhead, gathered
 
     # The clock starts once the clients exist, as terminal_cli's purchase clock starts after its clients are
     # built (an httpx client loads its CA bundle when made: 5-30 ms that are not the copy's).
@@ -113,7 +114,7 @@ def _relay(source: str, ca: str, sink: str) -> float:
     started = time.perf_counter()
     with center, board, center.stream("GET", source) as response:
         length = response.headers["content-length"]
-        with ReadAhead(response.iter_raw(CHUNK)) as body:
+        with ReadAhead(gathered(response.iter_raw(), CHUNK)) as body:
             answer = board.post(sink, content=body, headers={"Content-Length": length})
         answer.raise_for_status()
     return time.perf_counter() - started

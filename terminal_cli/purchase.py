@@ -38,7 +38,7 @@ from terminal_cli.errors import (
     TerminalError,
 )
 from terminal_cli.journal import Entry, Journal
-from terminal_cli.readahead import ReadAhead
+from terminal_cli.readahead import ReadAhead, gathered
 
 #: How many times a dropped center download is resumed (per purchase attempt) and a broken device upload
 #: restarted before the purchase stops (it can be re-run: the journal keeps its place).
@@ -106,7 +106,7 @@ class _Stream:
                 ):
                     if self.sent and response.status_code != 206:
                         raise TerminalError("center: the content answer ignored Range; cannot resume")
-                    for chunk in response.iter_raw(CHUNK):
+                    for chunk in gathered(response.iter_raw(), CHUNK):
                         if self.sent + len(chunk) > self.total:
                             raise TerminalError("center: the content is longer than the order says")
                         self.sent += len(chunk)
