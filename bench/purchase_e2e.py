@@ -166,7 +166,9 @@ def run(sizes: list[int], rounds: int) -> list[dict[str, Any]]:
             ).strip()
             bench.cli("redeem", code)
             for mib in sizes:
-                results.append(_size(bench, device.pid, center.pid, sinks, mib, rounds if mib < 1024 else 1))
+                results.append(
+                    _size(bench, device.pid, center.pid, sinks, stored, mib, rounds if mib < 1024 else 1)
+                )
         finally:
             bench.stop()
             tpm.stop()
@@ -178,6 +180,7 @@ def _size(
     device_pid: int,
     center_pid: int,
     sinks: dict[str, subprocess.Popen[bytes]],
+    stored: Path,
     mib: int,
     rounds: int,
 ) -> dict[str, Any]:
@@ -231,6 +234,8 @@ def _size(
                 cpu[side].append((_cpu(far) - before[0], outcome["cpu"], _cpu(near) - before[1]))
                 if side == "coffer":
                     bench.cli("delete", item_id)  # untimed, before the next side's round
+                elif side == "store":
+                    (stored / "upload.bin").unlink()  # likewise
     finally:
         source.terminate()
         source.wait()
