@@ -2,11 +2,21 @@
 
     python -m bench._plain source FILE HOST:PORT CERT KEY   # in `center`: GET / answers FILE over HTTPS
     python -m bench._plain sink HOST:PORT                  # in `board`: POST / drains the body, answers 204
+    python -m bench._plain store HOST:PORT DIR             # in `board`: POST / stores the body durably in DIR
     python -m bench._plain relay SOURCE_URL CA SINK_URL    # in `pc`: GET streamed into POST, prints seconds
 
 The relay moves 1 MiB chunks from an httpx streamed GET into an httpx POST with Content-Length, the download
-read ahead in its own thread (`terminal_cli.readahead.ReadAhead`), as terminal_cli's purchase does; the
+read ahead in its own thread and gathered into chunks as terminal_cli's purchase does
+(`terminal_cli.readahead.ReadAhead`, `gathered`); the
 servers are uvicorn (httptools), as the center and the device are.
+
+Two receivers on the board: `sink` discards the body (the network path alone); `store` is what an HTTP upload
+receiver that keeps the bytes does — write them to a temp file on the device's data filesystem (its writeback
+started every 8 MiB, as the device does), fsync, rename, fsync the directory, then answer 204 — so that the
+storage work the purchase must do (it answers only once the item is durable) is in the reference too, and
+the ratio against it is Coffer's own cost (crypto, hashing, the commit, the protocol's round trips). The
+benchmark deletes the stored file (`upload.bin` in DIR) after each round, untimed, as it deletes the purchased
+item.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 CHUNK = 1024 * 1024
+WRITEBACK = 8 * 1024 * 1024  # as device_os.core.content.EARLY_WRITEBACK
 
 
 def _source(path: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
@@ -50,6 +61,40 @@ async def _sink(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+def _store(directory: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        tmp, final = os.path.join(directory, "upload.tmp"), os.path.join(directory, "upload.bin")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        written = started = 0
+        try:
+            more = True
+            while more:
+                message = await receive()
+                more = message.get("more_body", False)
+                view = memoryview(message.get("body", b""))
+                while view:
+                    n = os.write(fd, view)
+                    view, written = view[n:], written + n
+                if written - started >= WRITEBACK:
+                    os.posix_fadvise(fd, started, written - started, os.POSIX_FADV_DONTNEED)
+                    started = written
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
 def _serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], listen: str, **tls: str) -> None:
     import uvicorn
 
@@ -60,7 +105,7 @@ def _serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], listen: str, 
 def _relay(source: str, ca: str, sink: str) -> float:
     import httpx
 
-    from terminal_cli.readahead import ReadAhead
+    from terminal_cli.readahead import ReadAhead, gathered
 
     # The clock starts once the clients exist, as terminal_cli's purchase clock starts after its clients are
     # built (an httpx client loads its CA bundle when made: 5-30 ms that are not the copy's).
@@ -69,7 +114,7 @@ def _relay(source: str, ca: str, sink: str) -> float:
     started = time.perf_counter()
     with center, board, center.stream("GET", source) as response:
         length = response.headers["content-length"]
-        with ReadAhead(response.iter_raw(CHUNK)) as body:
+        with ReadAhead(gathered(response.iter_raw(), CHUNK)) as body:
             answer = board.post(sink, content=body, headers={"Content-Length": length})
         answer.raise_for_status()
     return time.perf_counter() - started
@@ -81,6 +126,8 @@ def main(argv: list[str]) -> int:
         _serve(_source(args[0]), args[1], ssl_certfile=args[2], ssl_keyfile=args[3])
     elif role == "sink":
         _serve(_sink, args[0])
+    elif role == "store":
+        _serve(_store(args[1]), args[0])
     elif role == "relay":
         print(f"{_relay(*args):.6f}")
     else:

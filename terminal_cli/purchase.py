@@ -38,7 +38,7 @@ from terminal_cli.errors import (
     TerminalError,
 )
 from terminal_cli.journal import Entry, Journal
-from terminal_cli.readahead import ReadAhead
+from terminal_cli.readahead import ReadAhead, gathered
 
 #: How many times a dropped center download is resumed (per purchase attempt) and a broken device upload
 #: restarted before the purchase stops (it can be re-run: the journal keeps its place).
@@ -106,7 +106,7 @@ class _Stream:
                 ):
                     if self.sent and response.status_code != 206:
                         raise TerminalError("center: the content answer ignored Range; cannot resume")
-                    for chunk in response.iter_raw(CHUNK):
+                    for chunk in gathered(response.iter_raw(), CHUNK):
                         if self.sent + len(chunk) > self.total:
                             raise TerminalError("center: the content is longer than the order says")
                         self.sent += len(chunk)
@@ -161,8 +161,10 @@ class Purchaser:
 
     def _complete(self, entry: Entry, started: float, continued: bool) -> PurchaseResult:
         stream: _Stream | None = None
-        fresh = entry.order is None  # ordered just now: the device has never seen this order
-        if fresh:
+        # ordered just now, by this run: the device has never seen this order. A continued entry without an
+        # order may have lost its later steps (journal.py: only the key is durable): it is not fresh.
+        fresh = entry.order is None and not continued
+        if entry.order is None:
             entry = self._order(entry)
         order, order_id = _ordered(entry)
         answer: PurchaseAnswer | None = None
@@ -220,6 +222,10 @@ class Purchaser:
         if payment is not None:
             self.reporter.step("device: this order is already committed (no second debit)")
             return PurchaseAnswer(order_id=order_id, payment=payment, counter=-1), None
+        if not fresh and self.center.order(order_id).receipt is not None:
+            # settled and receipted by an earlier run whose last journal steps were lost: nothing to stream
+            self.reporter.step("center: this order is already settled (no second debit)")
+            return PurchaseAnswer(order_id=order_id, payment="", counter=-1), None
         restarts = 0
         while True:
             advance = self.reporter.transfer(length, "center → device")

@@ -10,6 +10,12 @@ side waits for the other about half the time. Here a producer thread iterates `c
 resumes: everything `chunks` does) and puts each chunk into a queue of `depth` chunks; the consumer takes
 them.
 
+`gathered(response.iter_raw())` is what the producer iterates: the download's pieces (one per socket read,
+up to 16 KiB through TLS) joined into ~1 MiB chunks with one copy, the first handed on at 64 KiB so the device
+starts on the stream's header (its checks, the TPM unwrap of Ke) while the rest of the first MiB arrives.
+httpx's own `iter_raw(chunk_size)` copies each MiB two or three times (BytesIO, getvalue, slices) and hands
+nothing on before a whole chunk is in.
+
 Memory stays bounded: at most `depth` chunks wait, plus the one each side holds. What `chunks` raises is
 raised by the consumer, in order, after the chunks before it. Leaving the `with` early (the upload failed,
 Ctrl-C) stops the producer at its next chunk and closes `chunks` in the producer's thread (a generator's
@@ -26,8 +32,25 @@ from types import TracebackType
 
 #: Chunks read ahead of the upload (each ~1 MiB: terminal_cli.center.CHUNK).
 DEPTH = 4
+#: Bytes `gathered` hands on as its first chunk.
+FIRST = 64 * 1024
 #: How often a producer waiting for room looks whether the consumer has left.
 _POLL = 0.1
+
+
+def gathered(pieces: Iterable[bytes], size: int, *, first: int = FIRST) -> Iterator[bytes]:
+    """`pieces` joined into chunks of at least `size` bytes (the last may be shorter), the first one of at
+    least `first` bytes; each piece is copied once, and a piece that is a whole chunk not at all."""
+    batch: list[bytes] = []
+    have, want = 0, min(first, size)
+    for piece in pieces:
+        batch.append(piece)
+        have += len(piece)
+        if have >= want:
+            yield batch[0] if len(batch) == 1 else b"".join(batch)
+            batch, have, want = [], 0, size
+    if batch:
+        yield b"".join(batch)
 
 
 class _End:
@@ -107,4 +130,4 @@ class ReadAhead:
                 break
 
 
-__all__ = ["DEPTH", "ReadAhead"]
+__all__ = ["DEPTH", "FIRST", "ReadAhead", "gathered"]

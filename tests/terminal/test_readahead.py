@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from terminal_cli.errors import CenterUnreachable
-from terminal_cli.readahead import ReadAhead
+from terminal_cli.readahead import ReadAhead, gathered
 
 WAIT = 10.0  # a hang guard, never a timing assertion
 
@@ -110,3 +110,24 @@ def test_a_read_ahead_is_iterated_once() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth"):
         ReadAhead([], depth=0)
+
+
+@pytest.mark.parametrize(
+    "sizes", [[16384] * 200, [1, 2, 3] * 50000, [70000], [], [5000] * 7, [1 << 20, 7, 1 << 20]]
+)
+def test_gathered_keeps_every_byte_in_order_in_chunks_of_the_asked_size(sizes: list[int]) -> None:
+    pieces = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    chunks = list(gathered(pieces, 1 << 20, first=65536))
+    assert b"".join(chunks) == b"".join(pieces)
+    assert all(chunks)
+    if chunks:
+        assert len(chunks[0]) >= 65536 or len(chunks) == 1
+        assert all(len(c) >= 1 << 20 for c in chunks[1:-1])
+        assert len(chunks[0]) < 65536 + max(sizes)
+        assert all(len(c) < (1 << 20) + max(sizes) for c in chunks)
+
+
+def test_gathered_hands_on_a_whole_piece_without_copying_it() -> None:
+    piece = bytes(1 << 20)
+    (chunk,) = gathered([piece], 1 << 20)
+    assert chunk is piece
