@@ -1,7 +1,8 @@
 """An order's crypto made before its write transaction (`OrderService._sign_early`, docs/center-commerce.md
 "Workers"): used only when the rows read under the device's lock are the ones it was made for. A device
 re-bound to another KEM key, or an item whose row changed, since this process last saw them, gets the order
-the transaction makes itself: its Ke opens with the device's current key, its price is the item's current."""
+the transaction makes itself: its Ke opens with the device's current key, its price is the item's current.
+Orders are signed early only in one of several workers (`workers > 1`); one worker signs inside."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_an_order_signed_early_is_the_answer_when_the_rows_are_unchanged(
     settings: CenterSettings, catalog: CatalogService, media: Media, early: list[EarlyOrder | None]
 ) -> None:
     item = add(catalog, media.text, title="Text", price=PRICE)
-    center = Center(settings)
+    center = Center(settings.model_copy(update={"workers": 2}))
     device = center.device()
     center.fund(device, 3 * PRICE)
     first = center.order(device, item)
@@ -63,11 +64,23 @@ def test_an_order_signed_early_is_the_answer_when_the_rows_are_unchanged(
     assert _content(center, device, second.json()) == media.text.read_bytes()
 
 
-def test_a_device_rebound_since_gets_an_order_for_its_new_key(
+def test_one_worker_signs_inside_the_transaction(
     settings: CenterSettings, catalog: CatalogService, media: Media, early: list[EarlyOrder | None]
 ) -> None:
     item = add(catalog, media.text, title="Text", price=PRICE)
     center = Center(settings)
+    device = center.device()
+    center.fund(device, 3 * PRICE)
+    for _ in range(2):
+        assert center.order(device, item).status_code == 201
+    assert early == []
+
+
+def test_a_device_rebound_since_gets_an_order_for_its_new_key(
+    settings: CenterSettings, catalog: CatalogService, media: Media, early: list[EarlyOrder | None]
+) -> None:
+    item = add(catalog, media.text, title="Text", price=PRICE)
+    center = Center(settings.model_copy(update={"workers": 2}))
     device = center.device()
     center.fund(device, 3 * PRICE)
     assert center.order(device, item).status_code == 201
@@ -91,7 +104,7 @@ def test_an_item_changed_since_gets_an_order_for_its_current_row(
     settings: CenterSettings, catalog: CatalogService, media: Media, early: list[EarlyOrder | None]
 ) -> None:
     item = add(catalog, media.text, title="Text", price=PRICE)
-    center = Center(settings)
+    center = Center(settings.model_copy(update={"workers": 2}))
     device = center.device()
     center.fund(device, 3 * PRICE)
     assert center.order(device, item).status_code == 201
