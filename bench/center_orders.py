@@ -51,10 +51,11 @@ from center.api.app import create_app
 from center.settings import CenterSettings
 
 def app():
-    port, data, url, sha, synchronous, _workers = json.loads(os.environ['COFFER_BENCH_SERVER_ARGS'])
+    port, data, url, sha, synchronous, workers = json.loads(os.environ['COFFER_BENCH_SERVER_ARGS'])
     kw = {'database_url': url} if url else {}
     settings = CenterSettings(
-        data_dir=Path(data), listen='127.0.0.1:' + port, sqlite_synchronous=synchronous, **kw
+        data_dir=Path(data), listen='127.0.0.1:' + port, sqlite_synchronous=synchronous, workers=int(workers),
+        **kw
     )
     application = create_app(settings)
     blobs = application.state.center.blobs
