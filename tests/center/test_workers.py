@@ -328,3 +328,17 @@ def test_a_write_behind_another_process_holding_the_lock_commits_once_it_lets_go
             funding.result(timeout=60)
     assert center.balance(ledger.wallet(device.device_id, "JPY")) == PRICE
     assert center.report()["checks"]["ok"]
+
+
+@pytest.mark.parametrize("workers", ["0", "65", "two"])
+def test_a_bad_worker_count_is_refused_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    from center.cli.app import run
+
+    assert run(["serve", "--data", str(tmp_path / "c"), "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("center: error: ")
+    assert err.count("\n") == 1
+    assert "workers" in err
+    assert not (tmp_path / "c").exists()  # refused before anything was created
