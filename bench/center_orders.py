@@ -1,11 +1,15 @@
 """The center's commerce on loopback: orders/s and payments/s with p50/p99 at 1, 16 and 64 concurrent clients,
 and delivery MiB/s of an order's content stream against the same server streaming the same blob unencrypted.
 
-The server is one uvicorn worker (create_app, access log off) in a child process pinned to CPU 0; the load
-comes from this process pinned to CPU 1 (asyncio, one keep-alive connection per client with a minimal HTTP/1.1
-client over real sockets; httpx only for the untimed set-up) — so "2 cores" = one for the server, one for the
-load. Each row gives the server's CPU per request and share of its core, and the load generator's share of
-its own (`load_cpu_share`: near 1.0 would mean the load generator, not the server, sets the rate).
+Two ways to split the 2 cores, each run in turn (`--workers 1,2`, the default; each row says `workers` and
+`split`): with 1 worker the server (one uvicorn process: create_app, access log off) is pinned to CPU 0 and
+the load comes from this process pinned to CPU 1; with N > 1 workers (uvicorn's supervisor and N worker
+processes sharing the socket, as `center serve --workers N`) the server may use both cores and the load
+generator runs unpinned beside it (it needs < 0.1 of one core). The load is asyncio, one keep-alive
+connection per client with a minimal HTTP/1.1 client over real sockets; httpx only for the untimed set-up.
+Each row gives the server's CPU per request (all its processes) and its CPU share (in cores), and the load
+generator's share of a core (`load_cpu_share`: near 1.0 would mean the load generator, not the server, sets
+the rate). Delivery is measured in the 1-worker run only.
 Devices are bound with software keys (the center never talks to a TPM after enrollment), funded through the
 real credit code path; payments are sealed before the timed run, so the timed
 part is the center's own work. Each client uses its own device (orders of one device serialize on its row).
@@ -16,7 +20,7 @@ SQLite runs with the center's default `synchronous=FULL` (every commit fsynced: 
 `--sqlite-synchronous normal` (docs/center-commerce.md, Durability); each row says which.
 
 `python -m bench.center_orders [--duration S] [--database-url URL] [--delivery-mib N] [--sqlite-synchronous
-full|normal] [--skip-delivery]` prints JSON lines.
+full|normal] [--skip-delivery] [--workers 1,2]` prints JSON lines.
 """
 
 from __future__ import annotations
@@ -40,23 +44,38 @@ import httpx
 from bench._support import latency_ms
 
 SERVER = """
-import os, sys, uvicorn
+import json, os, sys, uvicorn
 from pathlib import Path
 from fastapi.responses import StreamingResponse
 from center.api.app import create_app
 from center.settings import CenterSettings
-os.sched_setaffinity(0, {0})
-kw = {'database_url': sys.argv[3]} if sys.argv[3] else {}
-settings = CenterSettings(
-    data_dir=Path(sys.argv[2]), listen='127.0.0.1:' + sys.argv[1], sqlite_synchronous=sys.argv[5], **kw
-)
-app = create_app(settings)
-blobs = app.state.center.blobs
-sha = sys.argv[4]
-@app.get('/bench/plain')
-def plain():
-    return StreamingResponse(blobs.iter_chunks(sha), media_type='application/octet-stream')
-uvicorn.run(app, host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False)
+
+def app():
+    port, data, url, sha, synchronous, workers = json.loads(os.environ['COFFER_BENCH_SERVER_ARGS'])
+    kw = {'database_url': url} if url else {}
+    settings = CenterSettings(
+        data_dir=Path(data), listen='127.0.0.1:' + port, sqlite_synchronous=synchronous, workers=int(workers),
+        **kw
+    )
+    application = create_app(settings)
+    blobs = application.state.center.blobs
+    @application.get('/bench/plain')
+    def plain():
+        return StreamingResponse(blobs.iter_chunks(sha), media_type='application/octet-stream')
+    return application
+
+if __name__ == '__main__':
+    workers = int(sys.argv[6])
+    os.sched_setaffinity(0, {0} if workers == 1 else set(range(os.cpu_count() or 1)))
+    os.environ['COFFER_BENCH_SERVER_ARGS'] = json.dumps(sys.argv[1:7])
+    common = dict(
+        host='127.0.0.1', port=int(sys.argv[1]), log_level='warning', access_log=False, loop='uvloop',
+        http='httptools',
+    )
+    if workers == 1:
+        uvicorn.run(app(), **common)
+    else:  # as `center serve --workers N`: uvicorn's supervisor, N spawned workers on one socket
+        uvicorn.run('coffer_bench_server:app', factory=True, workers=workers, **common)
 """
 CONCURRENCY = (1, 16, 64)
 
@@ -71,6 +90,23 @@ def _cpu_seconds(pid: int | None) -> float:
 
 
 SERVER_PID: list[int | None] = [None]
+
+
+def _server_cpu() -> float:
+    """CPU seconds of the server so far: its process and every child (uvicorn's workers), from /proc."""
+    root = SERVER_PID[0]
+    if root is None:
+        return 0.0
+    total = _cpu_seconds(root)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == root:
+                total += _cpu_seconds(int(entry))
+    return total
 
 
 def _free_port() -> int:
@@ -244,13 +280,13 @@ async def _closed_loop(
                 errors[0] += 1
 
     started = time.monotonic()
-    cpu = _cpu_seconds(SERVER_PID[0])
+    cpu = _server_cpu()
     load_cpu = time.process_time()
     try:
         await asyncio.gather(*(worker(i) for i in range(concurrency)))
     finally:
         elapsed = time.monotonic() - started
-        LAST_CPU[0] = _cpu_seconds(SERVER_PID[0]) - cpu
+        LAST_CPU[0] = _server_cpu() - cpu
         LAST_LOAD_CPU[0] = time.process_time() - load_cpu
         for connection in connections:
             await connection.close()
@@ -367,7 +403,7 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
         for _ in range(rounds):
             for name, path, headers in (("stream", content, auth), ("plain", "/bench/plain", {})):
                 t0 = time.perf_counter()
-                c0 = _cpu_seconds(SERVER_PID[0])
+                c0 = _server_cpu()
                 size = 0
                 async with client.stream("GET", path, headers=headers) as response:
                     async for chunk in response.aiter_raw():
@@ -375,7 +411,7 @@ async def _bench_delivery(url: str, setup: dict[str, Any], rounds: int) -> dict[
                 elapsed = time.perf_counter() - t0
                 sizes[name] = size
                 best[name] = max(best[name], size / elapsed / 2**20)
-                cpu[name] += _cpu_seconds(SERVER_PID[0]) - c0
+                cpu[name] += _server_cpu() - c0
     return {
         "name": "delivery",
         "bytes_stream": sizes["stream"],
@@ -396,24 +432,38 @@ def run_one(
     delivery_mib: int,
     synchronous: str = "full",
     delivery: bool = True,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     db = "postgresql" if database_url else f"sqlite-{synchronous}"
+    cores = set(range(os.cpu_count() or 1))
+    if hasattr(os, "sched_setaffinity") and len(cores) > 1:  # the load: CPU 1, or beside the workers
+        os.sched_setaffinity(0, {1} if workers == 1 else cores)
+    split = (
+        "server on CPU 0, load on CPU 1" if workers == 1 else f"{workers} workers and the load share CPUs 0-1"
+    )
     with tempfile.TemporaryDirectory(prefix="coffer-bench-orders-") as tmp:
         data = Path(tmp) / "center"
         setup = _prepare(data, database_url, max(CONCURRENCY), delivery_mib)
         port = _free_port()
+        script = Path(tmp) / "coffer_bench_server.py"  # importable by name in uvicorn's spawned workers
+        script.write_text(SERVER)
+        repo = Path(__file__).resolve().parents[1]
         server = subprocess.Popen(
             [
                 sys.executable,
-                "-c",
-                SERVER,
+                str(script),
                 str(port),
                 str(data),
                 database_url or "",
                 setup["large_sha"],
                 synchronous,
+                str(workers),
             ],
-            cwd=Path(__file__).resolve().parents[1],
+            cwd=repo,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])),
+            },
         )
         url = f"http://127.0.0.1:{port}"
         SERVER_PID[0] = server.pid
@@ -428,10 +478,14 @@ def run_one(
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the center did not start")
                 time.sleep(0.1)
+            if workers > 1:
+                time.sleep(3)  # one worker answers first; let the others finish starting
             rows = asyncio.run(_bench_orders(url, setup, duration, db))
             rows += asyncio.run(_bench_payments(url, setup, duration, db))
-            if delivery:
+            if delivery and workers == 1:
                 rows.append({**asyncio.run(_bench_delivery(url, setup, 5)), "db": db})
+            for row in rows:
+                row.update(workers=workers, split=split)
         finally:
             server.terminate()
             server.wait(timeout=20)
@@ -446,15 +500,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite-synchronous", choices=("full", "normal"), default="full")
     parser.add_argument("--skip-delivery", action="store_true", help="orders and payments only")
     parser.add_argument("--skip-sqlite", action="store_true", help="only the --database-url run")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="server worker processes, one run each (comma-separated; 1: server on CPU 0, load on CPU 1)",
+    )
     args = parser.parse_args(argv)
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, {1})
+    try:
+        counts = [int(n) for n in args.workers.split(",")]
+    except ValueError:
+        parser.error("--workers takes numbers separated by commas, e.g. 1,2")
+    if not counts or any(not 1 <= n <= 16 for n in counts):
+        parser.error("--workers: each between 1 and 16")
     delivery = not args.skip_delivery
     rows = []
-    if not args.skip_sqlite:
-        rows += run_one(None, args.duration, args.delivery_mib, args.sqlite_synchronous, delivery)
-    if args.database_url:
-        rows += run_one(args.database_url, args.duration, args.delivery_mib, delivery=delivery)
+    for workers in counts:
+        if not args.skip_sqlite:
+            rows += run_one(
+                None, args.duration, args.delivery_mib, args.sqlite_synchronous, delivery, workers
+            )
+        if args.database_url:
+            rows += run_one(
+                args.database_url, args.duration, args.delivery_mib, delivery=delivery, workers=workers
+            )
     for row in rows:
         print(json.dumps(row))
     print(
@@ -462,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "name": "summary",
                 "cpus": os.cpu_count(),
-                "split": "server on CPU 0, load on CPU 1",
+                "workers": counts,
                 "loadavg": [round(x, 2) for x in os.getloadavg()],
             }
         )

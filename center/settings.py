@@ -59,6 +59,13 @@ class CenterSettings(BaseSettings):
         "handed out survives a power loss; normal survives application crashes but a power loss may undo "
         "the last commits (docs/center-commerce.md, Durability)",
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the listening socket (`center serve --workers N`; "
+        "docs/center-commerce.md, Workers)",
+    )
     # commerce (issue 11)
     ek_ca: Annotated[tuple[Path, ...], NoDecode] = Field(
         default=(),

@@ -5,6 +5,7 @@ Errors end as one line on stderr and a non-zero exit (2: bad input or usage, 1: 
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -95,10 +96,17 @@ def serve(
             "undo the last commits)",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="Server processes sharing the socket [default 1; env COFFER_CENTER_WORKERS]"
+        ),
+    ] = None,
 ) -> None:
     """Migrate the database, load (or create) the keys, and serve the center."""
     import uvicorn
 
+    from center.api import serving
     from center.api.app import create_app
     from center.db.engine import make_engine, upgrade
     from center.keys import load_or_create
@@ -115,26 +123,34 @@ def serve(
         welcome_credit=welcome_credit,
         max_unpaid=max_unpaid,
         sqlite_synchronous=sqlite_synchronous,
+        workers=workers,
     )
     host, port = settings.check_serving()
     settings.prepare_data_dir()
     engine = make_engine(settings.sqlalchemy_url())
     upgrade(engine)
     engine.dispose()
-    keys = load_or_create(settings.keys_dir, settings.issuer_url())
-    application = create_app(settings, keys=keys)
-    printer.line(f"center: serving {settings.issuer_url()}/ (root fingerprint {keys.root_fingerprint})")
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_level="info",
-        server_header=False,
-        loop="uvloop",  # libuv event loop and httptools' C parser, as the device service uses
-        http="httptools",
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-    )
+    keys = load_or_create(settings.keys_dir, settings.issuer_url())  # once, before any worker starts
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "server_header": False,
+        "loop": "uvloop",  # libuv event loop and httptools' C parser, as the device service uses
+        "http": "httptools",
+        "ssl_certfile": str(settings.tls_cert) if settings.tls_cert else None,
+        "ssl_keyfile": str(settings.tls_key) if settings.tls_key else None,
+    }
+    shown = f"center: serving {settings.issuer_url()}/ (root fingerprint {keys.root_fingerprint})"
+    if settings.workers == 1:
+        application = create_app(settings, keys=keys)
+        printer.line(shown)
+        uvicorn.run(application, **options)
+        return
+    # N processes on one socket (center.api.serving): each builds its app from these settings
+    os.environ[serving.SETTINGS_ENV] = serving.settings_for_workers(settings)
+    printer.line(f"{shown}, {settings.workers} workers")
+    uvicorn.run(serving.WORKER_APP, factory=True, workers=settings.workers, **options)
 
 
 @db_app.command("upgrade")

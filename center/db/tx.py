@@ -7,19 +7,27 @@ never interleave with another writer (in WAL mode readers go on). On PostgreSQL 
 one at a time per device, in any number of processes. Database errors leave as `DatabaseUnavailableError`
 (503) unless the caller handles `IntegrityError` itself; the transaction is rolled back either way.
 
-On SQLite the threads of one process also queue for the write lock in a per-database gate before BEGIN
-IMMEDIATE. That is scheduling, not correctness: SQLite's busy handler sleeps 1, 2, 5 … 100 ms between tries,
-so under load writers slept while the lock was free (64 clients: p99 of seconds). Exactly-once still rests on
-the database alone (BEGIN IMMEDIATE across processes; tests/center/test_concurrency.py). Orders and payments
-on SQLite go through `center.db.group` instead (many operations, one transaction and one fsync), which takes
-the same gate.
+On SQLite every writer also queues for the write lock in a gate before BEGIN IMMEDIATE: the threads of one
+process in a per-database lock, and the processes (`center serve --workers N`, the CLI) in an `flock` on a
+lock file next to the database (`center.db-writer.lock`), taken blocking with the GIL released, so a writer
+waits in the kernel and wakes as the other's COMMIT returns. That is scheduling, not correctness: SQLite's
+busy handler sleeps 1, 2, 5 … 100 ms between tries, so under load writers slept while the lock was free (64
+clients: p99 of seconds). Exactly-once still rests on the database alone (BEGIN IMMEDIATE across processes,
+unique constraints; tests/center/test_concurrency.py, tests/center/test_workers.py): a writer that skips the
+gate (an old process, another program, a lock file that cannot be opened) only waits in the busy handler.
+Orders and payments on SQLite go through `center.db.group` instead (many operations, one transaction and one
+fsync), which takes the same gate.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -27,8 +35,74 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from center.errors import DatabaseUnavailableError
 
-_GATES: dict[str, threading.RLock] = {}
+log = logging.getLogger("center.db")
+#: appended to the SQLite database's path (like SQLite's own `-wal` and `-shm` files)
+LOCK_SUFFIX = "-writer.lock"
+
+
+class WriterGate:
+    """One SQLite database's writers, queued: the threads of this process on a re-entrant lock, then the
+    processes on an exclusive `flock` of `lock_path` (None: this process only). Re-entrant in a thread; the
+    file lock is taken by the outermost entry and released by its exit. Scheduling only (module docstring)."""
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._lock_path = lock_path
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _file(self) -> int | None:
+        if self._lock_path is None:
+            return None
+        if self._fd is None or self._pid != os.getpid():  # (a forked child opens its own description)
+            try:
+                self._fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                log.warning(
+                    "no cross-process writer lock (%s: %s); writers wait in SQLite",
+                    self._lock_path,
+                    exc.strerror,
+                )
+                self._lock_path = None
+                return None
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> WriterGate:
+        self._threads.acquire()
+        try:
+            if self._depth == 0:
+                fd = self._file()
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # blocks in the kernel, GIL released
+            self._depth += 1
+        except BaseException:
+            self._threads.release()
+            raise
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        try:
+            self._depth -= 1
+            if self._depth == 0 and self._fd is not None and self._lock_path is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+
+_GATES: dict[str, WriterGate] = {}
 _GATES_LOCK = threading.Lock()
+
+
+def lock_path(engine: Engine) -> str | None:
+    """The cross-process writer lock file of an SQLite file database (None: in memory)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database) + LOCK_SUFFIX
 
 
 def dialect(session: Session) -> str:
@@ -36,14 +110,17 @@ def dialect(session: Session) -> str:
 
 
 def writer_gate(engine: Engine) -> AbstractContextManager[object]:
-    """This process's queue for an SQLite database's write lock (a no-op on PostgreSQL: row locks)."""
+    """The queue for an SQLite database's write lock, across threads and processes (a no-op on PostgreSQL:
+    row locks)."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
     key = str(engine.url)
     gate = _GATES.get(key)
     if gate is None:
         with _GATES_LOCK:
-            gate = _GATES.setdefault(key, threading.RLock())
+            gate = _GATES.get(key)
+            if gate is None:
+                gate = _GATES[key] = WriterGate(lock_path(engine))
     return gate
 
 
