@@ -106,14 +106,15 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
-def write_secret(path: Path, value: str) -> None:
-    """Write `value` to `path` with mode 0600 (atomically: a temp file in the same 0700 directory)."""
+def write_private(path: Path, text: str, *, durable: bool = False) -> None:
+    """Write `text` to `path` with mode 0600, atomically (a temp file in the same 0700 directory, fsynced,
+    then renamed over). `durable`: the directory is fsynced too, so the new name survives a power cut."""
     directory = _private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
             os.fchmod(fh.fileno(), 0o600)
-            fh.write(value)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -121,6 +122,12 @@ def write_secret(path: Path, value: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    if durable:
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def read_secret(path: Path) -> str | None:

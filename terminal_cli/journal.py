@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from terminal_cli.config import write_private
 from terminal_cli.errors import UsageError
 
 Mode = Literal["now", "deferred"]
@@ -58,14 +58,6 @@ class Entry(BaseModel):
     content_url: str | None = None
     content_length: int | None = None
     payment: str | None = None
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Journal:
@@ -117,20 +109,8 @@ class Journal:
             repurchase=repurchase,
             created=int(time.time()),
         )
-        path = self._path(device_id, item_id)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(entry.model_dump_json() + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(path.parent)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(self._path(device_id, item_id), entry.model_dump_json() + "\n", durable=True)
         return entry
 
     def update(self, entry: Entry, **changes: object) -> Entry:

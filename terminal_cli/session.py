@@ -83,7 +83,7 @@ class Session:
         """Unlock with `pin` (or ask for it); keep the token 0600 in the runtime dir; auto-lock seconds."""
         pin = pin if pin is not None else self.pin_reader("device PIN: ")
         answer = self.device.unlock(pin)
-        config.write_secret(self.token_path(), answer.token)
+        config.write_private(self.token_path(), answer.token)
         return answer.auto_lock_seconds
 
     def unlocked_device(self) -> DeviceClient:

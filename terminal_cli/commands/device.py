@@ -133,7 +133,7 @@ def enroll() -> View:
     challenge = center.register_device(identity)
     secret = device.activate(challenge.credential_blob, challenge.encrypted_secret)
     answer = center.activate_device(challenge.device_id, challenge.challenge_id, secret)
-    config.write_secret(s.center_token_path(answer.device_id), answer.device_token)
+    config.write_private(s.center_token_path(answer.device_id), answer.device_token)
     accepted = device.enroll(answer.enrollment, answer.root_jwk.model_dump())
     welcome: dict[str, Any] | None = None
     if answer.welcome_credit is not None:

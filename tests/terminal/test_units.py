@@ -79,7 +79,7 @@ def _paths(tmp_path: Path) -> config.Paths:
 
 def test_secret_files_are_private(tmp_path: Path) -> None:
     path = config.device_token_path(_paths(tmp_path), "dev_x")
-    config.write_secret(path, "token-value")
+    config.write_private(path, "token-value")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert config.read_secret(path) == "token-value"
