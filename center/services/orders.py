@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -120,6 +121,13 @@ _HOLD_CREDITS = (
     .where(_CREDITS.c.credit_id.in_(bindparam("p_ids", expanding=True)))
     .values(held_by=bindparam("p_order"))
 )
+
+
+def new_order_id() -> str:
+    """`ord_`, the time in microseconds (13 hex digits) and 96 random bits: ids that sort by creation, so
+    each new order's rows go to the right-hand end of the order, ledger transaction and transfer indexes
+    (fewer pages written per commit than random ids spread over the whole index)."""
+    return f"ord_{time.time_ns() // 1000:013x}{secrets.token_urlsafe(12)}"
 
 
 @dataclass(frozen=True)
@@ -314,7 +322,7 @@ class OrderService:
             return None
         (kem_jwk, aead), item = seen
         now = self.c.now()
-        order_id = "ord_" + secrets.token_urlsafe(18)
+        order_id = new_order_id()
         ke, salt = os.urandom(32), os.urandom(32)
         token, exp = self._signed(now, order_id, ke, request.device_id, kem_jwk, aead, item)
         sealed = seal(self.c.keys.data_key, ke + salt, order_id.encode())
@@ -376,7 +384,7 @@ class OrderService:
         if early is not None:
             order_id, token, exp, sealed = early.order_id, early.token, early.exp, early.sealed_secret
         else:
-            order_id = "ord_" + secrets.token_urlsafe(18)
+            order_id = new_order_id()
             ke, salt = os.urandom(32), os.urandom(32)
             token, exp = self._signed(now, order_id, ke, device.device_id, device.kem_jwk, device.aead, item)
             sealed = seal(self.c.keys.data_key, ke + salt, order_id.encode())

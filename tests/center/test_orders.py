@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from center.db import tx
 from center.db.commerce import Device
 from center.sealing import token_hash
 from center.services.catalog import CatalogService
+from center.services.orders import new_order_id
 from center.settings import CenterSettings
 from protocol import stream
 from protocol.pricing import Coupon, Debit, Purses, Ticket
@@ -414,3 +417,18 @@ def test_a_replaced_token_stops_at_once_in_a_process_that_remembered_it(
     problem(center.pay(device, order_id, sealed), "unauthorized", 401)
     assert center.ledger_state() == before
     assert center.report()["checks"]["ok"]
+
+
+def test_order_ids_sort_by_creation_and_fit_the_routes() -> None:
+    """New orders' ids grow with time (their rows go to the right-hand end of the indexes keyed by them:
+    orders, ledger transactions `hold:<order>`, transfers `<order>/n`) and stay unguessable and within the
+    routes' order id pattern."""
+    ids = []
+    for _ in range(5):
+        ids.append(new_order_id())
+        time.sleep(0.002)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    for order_id in ids:
+        assert re.fullmatch(r"ord_[0-9a-f]{13}[A-Za-z0-9_-]{16}", order_id), order_id
+    assert len({new_order_id()[-16:] for _ in range(100)}) == 100  # 96 random bits each

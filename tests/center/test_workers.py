@@ -342,3 +342,44 @@ def test_a_bad_worker_count_is_refused_with_one_line(
     assert err.count("\n") == 1
     assert "workers" in err
     assert not (tmp_path / "c").exists()  # refused before anything was created
+
+
+def test_a_writer_queues_behind_a_process_waiting_for_its_turn(tmp_path: Path, media: Media) -> None:
+    """The processes take turns (center.db.tx): a writer first takes the queue lock, so while another process
+    holds the queue (it waits for the write lock, or is about to), this writer waits even though the write
+    lock itself is free, and it commits once the queue lets go. Without the queue a process that just wrote
+    took the write lock back before a waiting one was scheduled."""
+    center, _item = setup_center(tmp_path / "c", media)
+    device = center.device()
+    path = tx.lock_path(center.app.state.center.engine)
+    assert path is not None
+    queue = path[: -len(tx.LOCK_SUFFIX)] + tx.QUEUE_SUFFIX
+    assert Path(queue).stat().st_mode & 0o777 == 0o600  # made by the writes of setup_center
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+            queue,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held"
+        assert _try_lock(path)  # the write lock itself is free
+        with ThreadPoolExecutor(1) as pool:
+            funding = pool.submit(center.fund, device, PRICE)
+            with pytest.raises(TimeoutError):
+                funding.result(timeout=0.5)  # waits in the queue (a bound, not a timing claim)
+            assert center.balance(ledger.wallet(device.device_id, "JPY")) == 0
+            holder.stdin.write("\n")
+            holder.stdin.flush()
+            funding.result(timeout=60)
+    assert center.balance(ledger.wallet(device.device_id, "JPY")) == PRICE
+    assert _try_lock(queue)  # let go once the write lock was held
+    assert center.report()["checks"]["ok"]
