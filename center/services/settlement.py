@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from center import ledger
@@ -32,6 +33,7 @@ from center.db import tx
 from center.db.commerce import CreditRow, Device, OrderRow, PaymentCounter, table
 from center.db.prepared import Prepared
 from center.errors import (
+    CenterError,
     ConflictError,
     InvalidPaymentError,
     InvalidSignatureError,
@@ -74,6 +76,7 @@ _ORDER_COLUMNS = (
 _ORDER_FOR_UPDATE = Prepared(
     select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")).with_for_update()
 )
+_ORDER = Prepared(select(*_ORDER_COLUMNS).where(_ORDERS.c.order_id == bindparam("p_order")))
 _COUNTER_VALUES: dict[str, Any] = {
     "device_id": bindparam("p_device"),
     "counter": bindparam("p_counter"),
@@ -115,6 +118,28 @@ def _stored_answer(order: Any) -> PaymentAnswer:
     )
 
 
+@dataclass(frozen=True)
+class EarlyPayment:
+    """A payment opened, verified and answered with a signed receipt before its write transaction
+    (`SettlementService._check_early`), against the order row as read then (without the lock)."""
+
+    now: int
+    checked: tuple[Any, ...]  # what `_verify` judged of the order row (`_checked`)
+    token: str
+    payment: Payment
+    payment_hash: str
+    receipt: str
+
+    def fits(self, order: Any) -> bool:
+        """Whether the row read under the device's lock is the one the payment was checked against."""
+        return _checked(order) == self.checked
+
+
+def _checked(order: Any) -> tuple[Any, ...]:
+    """The members of an order row that `_verify` judges a payment by."""
+    return (order.order_id, order.device_id, order.payer_jwk, order.order_hash, order.price_amount)
+
+
 class SettlementService:
     def __init__(self, commerce: Commerce) -> None:
         self.c = commerce
@@ -141,9 +166,12 @@ class SettlementService:
         """`pay` from the event loop (the lean payment path): the same operation, queued to the group commit
         without a thread of its own waiting (`Commerce.write_async`)."""
         hashes: list[str] = []
+        early = self._check_early(order_id, sealed_b64, token_device) if self.c.settings.workers > 1 else None
         try:
             return await self.c.write_async(
-                lambda session: self._settle(session, order_id, sealed_b64, token_device, token_hash, hashes)
+                lambda session: self._settle(
+                    session, order_id, sealed_b64, token_device, token_hash, hashes, early
+                )
             )
         except IntegrityError:
             stored = await asyncio.to_thread(self._stored, order_id, hashes)
@@ -159,6 +187,39 @@ class SettlementService:
             if stored is not None and hashes and stored.payment_hash == hashes[0]:
                 return _stored_answer(stored)
         return None
+
+    def _check_early(self, order_id: str, sealed_b64: str, device_id: str) -> EarlyPayment | None:
+        """The payment's crypto before its write transaction, with several workers (`workers > 1`): like
+        `OrderService._sign_early`, scheduling only. The order row is read without any lock (a WAL reader
+        does not wait for the writers), the envelope opened, the signature and the debits checked as
+        `_verify` does, and the receipt signed; the transaction uses them only if the row it reads under the
+        device's lock is the same in every member `_verify` judged (`EarlyPayment.fits`), after its own
+        404 and 401 checks, so the answer is the one it would have made itself. Any refusal here is left to
+        the transaction (it judges again, in the documented order). HPKE open, signature check and receipt
+        (about half of a payment's CPU) then run outside SQLite's write lock, in parallel with the other
+        workers' batches; one worker gains nothing from it (one more read per payment)."""
+        try:
+            with self.c.engine.connect() as conn:
+                order = _ORDER.one_or_none(conn, {"p_order": order_id})
+        except SQLAlchemyError:
+            return None
+        if order is None or order.device_id != device_id or order.paid_at is not None:
+            return None
+        try:
+            token, payment = self._verify(order, sealed_b64)
+        except CenterError:
+            return None
+        now = self.c.now()
+        payment_hash = message_hash(token)
+        receipt = self._receipt(now, order_id, device_id, payment_hash)
+        return EarlyPayment(now, _checked(order), token, payment, payment_hash, receipt)
+
+    def _receipt(self, now: int, order_id: str, device_id: str, payment_hash: str) -> str:
+        return self.c.sign(
+            Receipt(
+                iss=self.c.issuer, iat=now, order_id=order_id, device_id=device_id, payment_hash=payment_hash
+            )
+        )
 
     # -- the checks (inside the transaction: one database round for the payment, not a read before it) -----
     def _verify(self, order: Any, sealed_b64: str) -> tuple[str, Payment]:
@@ -198,6 +259,7 @@ class SettlementService:
         device_id: str,
         token_hash: str | None,
         hashes: list[str],
+        early: EarlyPayment | None = None,
     ) -> PaymentAnswer:
         conn = session.connection()
         device = LOCK_DEVICE.one_or_none(conn, {"p_device": device_id})
@@ -205,14 +267,18 @@ class SettlementService:
         if device is None or order is None or order.device_id != device_id:
             raise NotFoundError(f"no order {order_id}")
         check_token(self.c, device, token_hash)
-        token, payment = self._verify(order, sealed_b64)
-        payment_hash = message_hash(token)
+        if early is not None and early.fits(order):
+            token, payment, payment_hash = early.token, early.payment, early.payment_hash
+        else:
+            early = None  # the order row changed since (or none was made): checked here, as without it
+            token, payment = self._verify(order, sealed_b64)
+            payment_hash = message_hash(token)
         hashes.append(payment_hash)
         if order.paid_at is not None:
             if order.payment_hash == payment_hash:
                 return _stored_answer(order)
             raise OrderSettledError("the order is already paid by another payment")
-        now = self.c.now()
+        now = early.now if early is not None else self.c.now()
         self._check_counter(conn, device, payment, order_id, now)
         price = Money(amount=order.price_amount, currency=order.currency)
         credits = self._credits(session, order, payment)
@@ -255,10 +321,8 @@ class SettlementService:
             ledger.coupon(c.credit_id) for c in credits if c.kind == "coupon"
         ]
         book.require_covered(covered)
-        receipt = self.c.sign(
-            Receipt(
-                iss=self.c.issuer, iat=now, order_id=order_id, device_id=device_id, payment_hash=payment_hash
-            )
+        receipt = (
+            early.receipt if early is not None else self._receipt(now, order_id, device_id, payment_hash)
         )
         _MARK_PAID.execute(
             conn,
