@@ -218,6 +218,7 @@ class EarlyOrder:
     order_id: str
     sealed_secret: bytes
     token: str
+    order_hash: str
     exp: int
     kem_jwk: str
     aead: str
@@ -264,9 +265,10 @@ class OrderService:
         against the locked device row."""
         work = self._creation(request, token_device, idempotency_key, token_hash)
         try:
-            return self.c.write(work)
+            row, created = self.c.write(work)
         except IntegrityError as exc:
             raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+        return answer(row), created
 
     async def create_async(
         self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None = None
@@ -275,20 +277,22 @@ class OrderService:
         commit without a thread of its own waiting (`Commerce.write_async`)."""
         work = self._creation(request, token_device, idempotency_key, token_hash)
         try:
-            return await self.c.write_async(work)
+            row, created = await self.c.write_async(work)
         except IntegrityError as exc:
             raise ConflictError("a concurrent request used this Idempotency-Key; try again") from exc
+        return answer(row), created
 
     def _creation(
         self, request: OrderRequest, token_device: str, idempotency_key: str, token_hash: str | None
-    ) -> Callable[[Session], tuple[OrderAnswer, bool]]:
-        """The write operation of `create` (its checks that need no database come first)."""
+    ) -> Callable[[Session], tuple[Any, bool]]:
+        """The write operation of `create` (its checks that need no database come first): the order's row
+        for `answer` (made after the write, outside SQLite's write lock), and whether it was made now."""
         if request.device_id != token_device:
             raise WrongDeviceError("the order names another device than the token's")
         request_hash = hashlib.sha256(canonical(request.model_dump()).encode()).hexdigest()
         early = self._sign_early(request) if self.c.settings.workers > 1 else None
 
-        def work(session: Session) -> tuple[OrderAnswer, bool]:
+        def work(session: Session) -> tuple[Any, bool]:
             conn = session.connection()
             device = LOCK_DEVICE.one_or_none(conn, {"p_device": request.device_id})
             if device is None:
@@ -298,7 +302,7 @@ class OrderService:
             if existing is not None:
                 if existing.request_hash != request_hash:
                     raise IdempotencyMismatchError("this Idempotency-Key was used with another request")
-                return answer(existing), False
+                return existing, False
             require_state(device)
             item = _ITEM.one_or_none(conn, {"p_item": request.item_id})
             if item is None:
@@ -326,7 +330,7 @@ class OrderService:
         ke, salt = os.urandom(32), os.urandom(32)
         token, exp = self._signed(now, order_id, ke, request.device_id, kem_jwk, aead, item)
         sealed = seal(self.c.keys.data_key, ke + salt, order_id.encode())
-        return EarlyOrder(now, order_id, sealed, token, exp, kem_jwk, aead, tuple(item))
+        return EarlyOrder(now, order_id, sealed, token, message_hash(token), exp, kem_jwk, aead, tuple(item))
 
     def _signed(
         self, now: int, order_id: str, ke: bytes, device_id: str, kem_jwk: str, aead: str, item: Any
@@ -354,7 +358,7 @@ class OrderService:
 
     def _place(
         self, session: Session, device: Any, item: Any, key: str, request_hash: str, early: EarlyOrder | None
-    ) -> OrderAnswer:
+    ) -> OrderAnswerRow:
         if early is not None and not early.fits(device, item):
             early = None  # the device was re-bound or the item changed since: made here, as without it
         now = early.now if early is not None else self.c.now()
@@ -403,7 +407,7 @@ class OrderService:
             "sealed_secret": sealed,
             "payer_jwk": device.payment_jwk,
             "order_jws": token,
-            "order_hash": message_hash(token),
+            "order_hash": early.order_hash if early is not None else message_hash(token),
             "planned_debits": json.dumps([d.model_dump() for d in debits]),
             "iat": now,
             "exp": exp,
@@ -428,9 +432,7 @@ class OrderService:
         credit_ids = [d.credit_id for d in debits if d.credit_id is not None]
         if credit_ids:
             conn.execute(_HOLD_CREDITS, {"p_ids": credit_ids, "p_order": order_id})
-        return answer(
-            OrderAnswerRow(order_id, token, item.content_length, SEGMENT_SIZE, exp)  # the row just written
-        )
+        return OrderAnswerRow(order_id, token, item.content_length, SEGMENT_SIZE, exp)  # the row just written
 
     @staticmethod
     def release_expired(session: Session, book: ledger.Ledger, device_id: str, now: int) -> None:
