@@ -9,7 +9,9 @@ generator runs unpinned beside it (it needs < 0.1 of one core). The load is asyn
 connection per client with a minimal HTTP/1.1 client over real sockets; httpx only for the untimed set-up.
 Each row gives the server's CPU per request (all its processes) and its CPU share (in cores), and the load
 generator's share of a core (`load_cpu_share`: near 1.0 would mean the load generator, not the server, sets
-the rate). Delivery is measured in the 1-worker run only.
+the rate). Each closed loop runs `WARMUP` (0.5 s) untimed on its connections before the measured duration
+(`warmup_requests`, `warmup_max`: the first requests find each worker's caches cold and arrive together).
+Delivery is measured in the 1-worker run only.
 Devices are bound with software keys (the center never talks to a TPM after enrollment), funded through the
 real credit code path; payments are sealed before the timed run, so the timed
 part is the center's own work. Each client uses its own device (orders of one device serialize on its row).
