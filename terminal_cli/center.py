@@ -6,7 +6,6 @@ problem+json → the errors.py tree.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -82,14 +81,6 @@ class CenterClient:
         with transport_errors("center", self.base_url):
             response = self._http.request(method, path, headers=headers, **kwargs)
         return check("center", response)
-
-    def connect(self) -> None:
-        """Open the keep-alive connection (TCP, TLS handshake) before the first request that needs it: a GET
-        of /v1/health whose answer is dropped. Best effort, in a thread of its own (`purchase`): whatever
-        fails here (the center unreachable, the client closed by a purchase refused meanwhile) is left for
-        the next request to report."""
-        with contextlib.suppress(Exception):
-            self._http.get("/v1/health")
 
     # -- public --------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

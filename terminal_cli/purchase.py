@@ -16,7 +16,6 @@ flow 5.2).
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -138,14 +137,6 @@ def _price(order: str) -> Money | None:
         return None
 
 
-def _connect_ahead(center: CenterClient) -> threading.Thread:
-    """The center's connection opened (`CenterClient.connect`: TCP and the TLS handshake) in a thread while
-    the device's library is checked and the idempotency key journaled, so the order does not wait for it."""
-    thread = threading.Thread(target=center.connect, name="coffer-connect", daemon=True)
-    thread.start()
-    return thread
-
-
 class Purchaser:
     def __init__(self, center: CenterClient, device: DeviceClient, journal: Journal, reporter: Reporter):
         self.center, self.device, self.journal, self.reporter = center, device, journal, reporter
@@ -156,7 +147,6 @@ class Purchaser:
         entry = self.journal.get(device_id, item_id)
         continued = entry is not None
         if entry is None:
-            connecting = _connect_ahead(self.center)
             if not repurchase and any(i.item_id == item_id for i in self.device.library()):
                 raise AlreadyOwned.locally("already-owned", f"{item_id} is in the device's library")
             entry = self.journal.begin(
@@ -167,7 +157,6 @@ class Purchaser:
                 repurchase=repurchase,
             )
             self.reporter.step(f"idempotency key recorded ({entry.key[:11]}…)")
-            connecting.join()  # the order goes out on that connection (a refusal above leaves it be)
         return self._complete(entry, started, continued)
 
     def _complete(self, entry: Entry, started: float, continued: bool) -> PurchaseResult:
