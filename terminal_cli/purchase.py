@@ -231,7 +231,8 @@ class Purchaser:
             advance = self.reporter.transfer(length, "center → device")
             stream = _Stream(self.center, url, length)
             try:
-                with ReadAhead(stream, advance=advance) as body:  # download and upload overlap
+                # the download starts now (`start`) and overlaps the upload, from its request on
+                with ReadAhead(stream, advance=advance).start() as body:
                     answer = self.device.purchase(
                         order, body, length, mode=entry.mode, repurchase=entry.repurchase
                     )

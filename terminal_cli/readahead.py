@@ -71,6 +71,7 @@ class ReadAhead:
         self._queue: queue.Queue[bytes | BaseException | _End] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._produce, name="coffer-download", daemon=True)
+        self._producing = False
         self._started = False
 
     # -- producer (its own thread) ---------------------------------------------------------------------------
@@ -98,6 +99,14 @@ class ReadAhead:
             if close is not None:
                 close()  # a generator's finally blocks (the center response's close) run here
 
+    def start(self) -> ReadAhead:
+        """Start the producer now, before the consumer wants its first chunk (otherwise the first iteration
+        does): the purchase's center download goes out while its upload to the device is being opened."""
+        if not self._producing:
+            self._producing = True
+            self._thread.start()
+        return self
+
     # -- consumer --------------------------------------------------------------------------------------------
     def __enter__(self) -> ReadAhead:
         return self
@@ -106,7 +115,7 @@ class ReadAhead:
         if self._started:
             raise RuntimeError("a ReadAhead is iterated once")
         self._started = True
-        self._thread.start()
+        self.start()
         while True:
             item = self._queue.get()
             if isinstance(item, _End):

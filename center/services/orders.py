@@ -463,19 +463,36 @@ class OrderService:
 
     def for_delivery(self, order_id: str, token_device: str) -> OrderRow:
         """The order to stream, marked delivered at its first request (one small write, once)."""
+        order, first = self.delivery_check(order_id, token_device)
+        if first:
+            self.record_delivery(order_id, token_device)
+        return order
+
+    def delivery_check(self, order_id: str, token_device: str) -> tuple[OrderRow, bool]:
+        """The order to stream (read only), and whether its first delivery is still to be recorded
+        (`record_delivery`). An order not yet delivered that has expired or been released is refused here,
+        before any byte (OrderExpiredError)."""
         with tx.read(self.c.sessions) as session:
             order = session.get(OrderRow, order_id)
             if order is None or order.device_id != token_device:
                 raise NotFoundError(f"no order {order_id}")
             if order.delivered_at is not None:
-                return order
+                return order, False
+            if order.released_at is not None or self.c.now() >= order.exp:
+                raise OrderExpiredError("the order expired before its first delivery; order again")
+            return order, True
+
+    def record_delivery(self, order_id: str, token_device: str) -> None:
+        """Mark the order delivered (once; its hold can no longer be released as expired). Serialized with
+        `release_expired`: an order that expired or was released since `delivery_check` raises
+        OrderExpiredError, and the content route then stops its stream before the last segment."""
         with tx.write(self.c.sessions) as session:
             require_device(session, token_device)  # serializes with release_expired
             order = session.get(OrderRow, order_id)
-            assert order is not None
+            if order is None or order.device_id != token_device:
+                raise NotFoundError(f"no order {order_id}")
             now = self.c.now()
             if order.delivered_at is None:
                 if order.released_at is not None or now >= order.exp:
                     raise OrderExpiredError("the order expired before its first delivery; order again")
                 order.delivered_at = now
-            return order

@@ -4,6 +4,7 @@ And the ledger's invariants."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -12,16 +13,19 @@ from sqlalchemy.exc import IntegrityError
 
 from center import ledger
 from center.__main__ import main
+from center.api.routes.orders import _last_after
 from center.blobs import LocalBlobStore
 from center.db import tx
 from center.db.commerce import LedgerTransfer, OrderRow
-from center.errors import InsufficientFundsError
+from center.errors import InsufficientFundsError, OrderExpiredError
 from center.sealing import SealedValueError, open_sealed, seal
 from center.services.catalog import CatalogService
 from center.services.delivery import Delivery
+from center.services.orders import OrderService
 from center.settings import CenterSettings
 from protocol import stream
-from tests.center.commerce import Center
+from tests.center.commerce import Center, problem
+from tests.center.conftest import add
 
 SEGMENT = 1024
 KEY = bytes(range(32))
@@ -118,3 +122,61 @@ def test_ledger_invariants(
     assert not report["checks"]["resolutions_match_holds"]
     assert main(["ledger", "report", "--data", str(settings.data_dir)]) == 3
     capsys.readouterr()
+
+
+def test_a_first_delivery_that_expires_before_its_record_is_refused(
+    settings: CenterSettings, catalog: CatalogService, tmp_path: Path
+) -> None:
+    """The content route checks an order read-only and records its first delivery while the stream starts.
+    An order that expires between the two: the record refuses it (OrderExpiredError), it stays undelivered
+    (its hold can be released), and from then on it is refused before any byte."""
+    now = [1_900_000_000]
+    center = Center(settings)
+    object.__setattr__(center.commerce, "clock", lambda: now[0])
+    blob = tmp_path / "content.txt"
+    blob.write_text("a text item, previewable\n" * 200)
+    item = add(catalog, blob, title="Data", price=100)
+    device = center.device()
+    center.fund(device, 1000)
+    order_id = center.order(device, item).json()["order_id"]
+    orders = OrderService(center.commerce)
+    row, first = orders.delivery_check(order_id, device.device_id)
+    assert first
+    assert row.delivered_at is None
+    now[0] = row.exp  # expired now, before the record
+    with pytest.raises(OrderExpiredError):
+        orders.record_delivery(order_id, device.device_id)
+    status = center.client.get(f"/v1/orders/{order_id}", headers=device.headers).json()
+    assert status["delivered"] is False
+    problem(center.content(device, order_id), "order-expired", 410)
+
+
+def test_the_last_chunk_waits_for_the_record_and_is_never_sent_after_a_refusal() -> None:
+    """The first chunks go out while the first delivery's record commits; the last only once it is done."""
+
+    async def stream(refuse: bool) -> tuple[list[bytes], list[bool]]:
+        release = asyncio.Event()
+
+        async def record() -> None:
+            await release.wait()
+            if refuse:
+                raise OrderExpiredError("the order expired before its first delivery; order again")
+
+        recorded = asyncio.ensure_future(record())
+        sent: list[bytes] = []
+        done: list[bool] = []  # was the record done when each chunk came out?
+        try:
+            async for chunk in _last_after(iter([b"header", b"one", b"last"]), 13, recorded):
+                done.append(recorded.done())
+                sent.append(chunk)
+                release.set()
+        except OrderExpiredError:
+            pass
+        return sent, done
+
+    sent, done = asyncio.run(stream(refuse=False))
+    assert sent == [b"header", b"one", b"last"]
+    assert (done[0], done[-1]) == (False, True)
+    sent, done = asyncio.run(stream(refuse=True))
+    assert sent == [b"header", b"one"]
+    assert done[0] is False

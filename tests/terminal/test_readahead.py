@@ -100,6 +100,21 @@ def test_an_exception_in_the_consumer_also_stops_the_producer() -> None:
     assert source.closed.wait(WAIT)
 
 
+def test_start_reads_ahead_before_the_first_iteration_and_leaving_still_closes_the_source() -> None:
+    source = Source(100)
+    source.want = 2
+    with ReadAhead(source, depth=2).start() as body:
+        assert source.pulled_enough.wait(WAIT)  # pulled with nobody iterating yet
+        assert next(iter(body)) == b"\x00"
+    assert source.closed.wait(WAIT)
+    never = Source(100)
+    never.want = 1
+    with ReadAhead(never, depth=2).start():  # started, never iterated (the upload failed at once)
+        assert never.pulled_enough.wait(WAIT)
+    assert never.closed.wait(WAIT)
+    assert never.closed_in == "coffer-download"
+
+
 def test_a_read_ahead_is_iterated_once() -> None:
     with ReadAhead(Source(1), depth=1) as body:
         assert list(body) == [b"\x00"]

@@ -3,11 +3,13 @@ stream v1 made on the fly, Range), `POST …/payment` (settlement, the receipt).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from center.api.deps import ContextDep, DeviceDep, TokenDeviceDep, run_write
 from center.api.openapi import problem_responses
@@ -90,15 +92,19 @@ async def order_content(
     range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
     if_range: Annotated[str | None, Header(alias="If-Range", max_length=200)] = None,
 ) -> Response:
-    """Ke[M] made now from the item's plaintext: the same bytes on every request, any Range."""
+    """Ke[M] made now from the item's plaintext: the same bytes on every request, any Range.
 
-    def prepare() -> Delivery:
-        order = context.orders.for_delivery(order_id, device)
+    An order's first delivery is recorded (`record_delivery`, an fsynced commit) while its stream starts,
+    not before: the read-only checks (the order, its device, not expired) come first and refuse before any
+    byte; the stream's last chunk waits for the record (`_last_after`): no delivery completes unrecorded."""
+
+    def prepare() -> tuple[Delivery, bool]:
+        order, first = context.orders.delivery_check(order_id, device)
         if context.blobs.size(order.blob_sha256) != order.content_length:
             raise StorageError(f"the content blob of {order.item_id} is not the item's length")
-        return Delivery.of(order, context.keys.data_key)
+        return Delivery.of(order, context.keys.data_key), first
 
-    delivery = await run_in_threadpool(prepare)
+    delivery, first = await run_in_threadpool(prepare)
     length = delivery.length
     etag = f'"{delivery.order.order_hash}"'
     span = parse_range(range_header, length) if if_range in (None, etag) else None
@@ -111,12 +117,42 @@ async def order_content(
     }
     if span is not None:
         headers["Content-Range"] = content_range(span, length)
+    chunks = delivery.chunks(context.blobs, start, end)
+    recorded = _recording(context.orders.record_delivery, order_id, device) if first else None
     return StreamingResponse(
-        delivery.chunks(context.blobs, start, end),
+        chunks if recorded is None else _last_after(chunks, end - start, recorded),
         status_code=206 if span is not None else 200,
         media_type=STREAM_TYPE,
         headers=headers,
     )
+
+
+def _recording(record: Callable[[str, str], None], order_id: str, device: str) -> asyncio.Task[None]:
+    """`record(order_id, device)` (the first delivery's commit) started now in the thread pool."""
+    task = asyncio.ensure_future(run_write(record, order_id, device))
+    task.add_done_callback(_retrieved)
+    return task
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    """A stream that ended early never awaits its record: its outcome is taken here (no "never retrieved")."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _last_after(
+    chunks: Iterator[bytes], length: int, recorded: asyncio.Task[None]
+) -> AsyncIterator[bytes]:
+    """`chunks` (made in the thread pool; `length` bytes in all), the last one held back until `recorded` is
+    done. If the record fails (the order expired, or was released, since the read-only check), that error
+    ends the response short of its Content-Length: the server drops the connection and the device, missing
+    the stream's last segment, refuses the import (no payment, no debit)."""
+    sent = 0
+    async for chunk in iterate_in_threadpool(chunks):
+        sent += len(chunk)
+        if sent >= length:
+            await recorded
+        yield chunk
 
 
 @router.post(
