@@ -3,8 +3,9 @@
 With `synchronous=FULL` every commit waits for an fsync of the WAL; one order per fsync capped SQLite at a few
 hundred orders per second whatever the CPU. `GroupCommit.run(work)` queues `work(session)`; the first caller
 in an idle queue becomes the leader and runs everything queued (up to `max_batch`) in ONE transaction
-(`BEGIN IMMEDIATE`), each operation in a SAVEPOINT of its own and with an ORM session of its own, then commits
-once. Every caller gets its own result or exception only after that commit returned (FULL: after the fsync):
+(`BEGIN IMMEDIATE`), each operation in a SAVEPOINT of its own (and an ORM session, if it uses one), then
+commits once. Every caller gets its own result or exception only after that commit returned (FULL: after the
+fsync):
 
 - an operation that raises is rolled back to its savepoint: nothing of it is committed, the others go on
   (they never see its writes), and its caller gets its own exception;
