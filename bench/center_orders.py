@@ -364,11 +364,18 @@ async def _bench_orders(url: str, setup: dict[str, Any], duration: float, db: st
     return rows
 
 
+#: the most payments/s each concurrency is sealed for (above, its clients would run out before the end)
+PAYMENTS_PER_SECOND = {1: 1500, 16: 2000, 64: 3000}
+
+
 async def _bench_payments(url: str, setup: dict[str, Any], duration: float, db: str) -> list[dict[str, Any]]:
     rows = []
     for concurrency in CONCURRENCY:
         # orders first (untimed), then their payments sealed in this process, then the timed payments
-        per_client = max(20, int((duration + WARMUP) * 1500 / concurrency))
+        # enough for the whole loop at up to PAYMENTS_PER_SECOND[concurrency] (a client that runs out stops)
+        per_client = max(
+            20, int((duration + WARMUP) * PAYMENTS_PER_SECOND.get(concurrency, 3000) / concurrency)
+        )
         queues: list[list[tuple[str, str]]] = [[] for _ in range(concurrency)]
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             for i in range(concurrency):

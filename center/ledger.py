@@ -226,10 +226,13 @@ class Ledger:
         void_holds: Iterable[str] = (),
         order_id: str | None = None,
         fresh: bool = False,
+        known: Sequence[Any] = (),
     ) -> bool:
         """One ledger transaction: new posted `legs`, new `holds`, and open holds posted or voided. False (and
         nothing written) if `txn_id` exists. Resolving a hold twice fails on the unique `pending_id`, which
-        rolls the caller's database transaction back."""
+        rolls the caller's database transaction back. `known`: rows of `open_holds` read earlier in this same
+        database transaction (so still open, as this transaction alone resolves holds now): a hold among
+        them is not read again."""
         if not fresh and self.exists(txn_id):
             return False
         conn = self._conn()
@@ -242,13 +245,16 @@ class Ledger:
             rows.append(self._add(txn_id, leg, "posted", None, deltas))
         for leg in holds:
             rows.append(self._add(txn_id, leg, "pending", None, deltas))
+        open_rows = {h.transfer_id: h for h in known}
         for flag, ids in (("post", list(post_holds)), ("void", list(void_holds))):
             if not ids:
                 continue
             for pending_id in ids:
-                hold = _HOLD_BY_ID.one_or_none(conn, {"p_id": pending_id})
-                if hold is None or hold.flag != "pending":
-                    raise ValueError(f"no hold {pending_id}")
+                hold = open_rows.get(pending_id)
+                if hold is None:
+                    hold = _HOLD_BY_ID.one_or_none(conn, {"p_id": pending_id})
+                    if hold is None or hold.flag != "pending":
+                        raise ValueError(f"no hold {pending_id}")
                 leg = Leg(
                     f"{txn_id}/{flag}/{pending_id}",
                     hold.debit_account,

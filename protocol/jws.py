@@ -31,6 +31,25 @@ MAX_TOKEN_LENGTH = 65536
 #: otherwise raise RecursionError in the JSON decoder).
 MAX_JSON_DEPTH = 32
 _HEADER_MEMBERS = {"alg", "typ", "kid"}
+#: How many key objects `_kid` remembers the thumbprint of (the center: its signing keys and the device keys
+#: of `stored_public_key`'s LRU; a device: its few keys).
+KID_CACHE = 4096
+_kids: dict[int, tuple[ec.EllipticCurvePublicKey, str]] = {}
+
+
+def _kid(key: ec.EllipticCurvePublicKey) -> str:
+    """`jwk_thumbprint(key)`, remembered per key object: an ECPublicKey is immutable but not hashable, so by
+    id(), with the object itself held (its id cannot be reused while it is remembered) and checked by
+    identity. A different object with the same key is computed afresh (the same thumbprint); nothing about
+    trust is cached, only this pure function of the key."""
+    found = _kids.get(id(key))
+    if found is not None and found[0] is key:
+        return found[1]
+    kid = jwk_thumbprint(key)
+    if len(_kids) >= KID_CACHE:
+        _kids.clear()
+    _kids[id(key)] = (key, kid)
+    return kid
 
 
 class Signer(Protocol):
@@ -50,9 +69,10 @@ class SoftwareSigner:
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise ValueError("ES256 needs a P-256 key")
         self._key = private_key
+        self._public = private_key.public_key()  # one object: `sign` finds its kid in `_kid`'s cache
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
-        return self._key.public_key()
+        return self._public
 
     def sign(self, data: bytes) -> bytes:
         r, s = decode_dss_signature(self._key.sign(data, ec.ECDSA(hashes.SHA256())))
@@ -67,7 +87,7 @@ def sign(payload: SignedPayload, signer: Signer) -> str:
     """Serialize `payload` as a compact JWS whose header names its typ and the signer's kid."""
     if not payload.TYP:
         raise TypeError("payload has no JWS typ")
-    header = {"alg": "ES256", "typ": payload.TYP, "kid": jwk_thumbprint(signer.public_key())}
+    header = {"alg": "ES256", "typ": payload.TYP, "kid": _kid(signer.public_key())}
     body = payload.model_dump(mode="json", exclude_none=True)
     signing_input = b64url_encode(_json_bytes(header)) + "." + b64url_encode(_json_bytes(body))
     signature = low_s(signer.sign(signing_input.encode("ascii")))
@@ -186,7 +206,7 @@ def verify(
     if header["typ"] != kind.TYP:
         raise JwsError(f"JWS typ is not {kind.TYP}")
     candidates = [keys] if isinstance(keys, ec.EllipticCurvePublicKey) else list(keys)
-    key = next((k for k in candidates if jwk_thumbprint(k) == header["kid"]), None)
+    key = next((k for k in candidates if _kid(k) == header["kid"]), None)
     if key is None:
         raise JwsError("JWS kid names no trusted key")
     _check_signature(key, signature, signing_input)

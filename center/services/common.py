@@ -107,8 +107,14 @@ class Commerce:
     def issuer(self) -> str:
         return self.settings.issuer_url()
 
+    @functools.cached_property
+    def signer(self) -> jws.SoftwareSigner:
+        """One signer (and so one public key object, whose kid `jws` remembers) for the process's keys
+        (`CenterKeys` is frozen: the signing key never changes under it)."""
+        return jws.SoftwareSigner(self.keys.signing)
+
     def sign(self, payload: SignedPayload) -> str:
-        return jws.sign(payload, jws.SoftwareSigner(self.keys.signing))
+        return jws.sign(payload, self.signer)
 
 
 @functools.lru_cache(maxsize=4096)

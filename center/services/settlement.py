@@ -294,7 +294,18 @@ class SettlementService:
             if (leg.debit, leg.amount) not in posted
         ]
         txn = f"settle:{order_id}"
-        book.transact(txn, "settle", legs=extra, post_holds=post, void_holds=void, order_id=order_id)
+        # `fresh`: no `settle:<order>` exists, as it commits only with paid_at, read NULL under the lock (the
+        # primary key still refuses one); `known`: the holds just read, not read again one by one
+        book.transact(
+            txn,
+            "settle",
+            legs=extra,
+            post_holds=post,
+            void_holds=void,
+            order_id=order_id,
+            fresh=True,
+            known=holds,
+        )
         forfeits = []
         for credit in credits:
             if credit.kind == "coupon":

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from center import ledger
 from center.db.commerce import LedgerTxn
 from center.db.engine import make_engine, session_factory
-from center.db.group import GroupCommit
+from center.db.group import ON_DURABLE, GroupCommit
 from center.errors import DatabaseUnavailableError, InsufficientFundsError
 from center.services.catalog import CatalogService
 from center.settings import CenterSettings
@@ -303,3 +303,59 @@ def test_a_failed_batch_leaves_no_stale_cache_behind(shop: tuple[Center, str]) -
     assert (url, ledger.revenue("EUR")) in ledger._KNOWN
     balances = {a["account"] for a in center.report()["accounts"]}
     assert ledger.revenue("EUR") in balances
+
+
+def test_operations_on_the_connection_alone_or_with_a_session_commit_or_roll_back_whole(
+    group: GroupCommit,
+) -> None:
+    """An operation gets the batch's connection for `session.connection()` and a real ORM session only when it
+    uses one (center.db.group `_Operation`): either way its writes commit together or not at all, and its
+    after-commit work (`ON_DURABLE`) runs only once the batch committed."""
+    durable: list[str] = []
+
+    def direct(key: str, fail: bool) -> Callable[[Session], str]:
+        def work(session: Session) -> str:
+            session.connection().execute(text("INSERT INTO t (k, v) VALUES (:k, 1)"), {"k": key})
+            assert session.new == ()  # no ORM session was made for this
+            assert session.dirty == ()
+            session.flush()
+            if fail:
+                raise InsufficientFundsError("refused after a direct write")
+            return key
+
+        return work
+
+    def mixed(key: str, fail: bool) -> Callable[[Session], str]:
+        def work(session: Session) -> str:
+            session.connection().execute(text("INSERT INTO t (k, v) VALUES (:k, 2)"), {"k": key + "-direct"})
+            session.execute(text("INSERT INTO t (k, v) VALUES (:k, 3)"), {"k": key + "-orm"})
+            session.info[ON_DURABLE].append(lambda: durable.append(key))
+            assert not durable  # not before the batch's commit
+            if fail:
+                raise InsufficientFundsError("refused after writes through both")
+            return key
+
+        return work
+
+    works = [direct("a", False), direct("b", True), mixed("c", False), mixed("d", True), direct("e", False)]
+    with ThreadPoolExecutor(len(works) + 1) as pool:
+        batch = Batch(group, pool)
+        first = batch.hold()
+        futures = []
+        for work in works:
+            futures.append(pool.submit(group.run, work))
+            for _ in range(int(WAIT * 100)):
+                if len(group._queue) == len(futures):
+                    break
+                threading.Event().wait(0.01)
+        batch.let_go(len(works))
+        first.result(WAIT)
+        outcomes = [f.exception(WAIT) or f.result() for f in futures]
+    assert outcomes[0] == "a"
+    assert outcomes[2] == "c"
+    assert outcomes[4] == "e"
+    assert isinstance(outcomes[1], InsufficientFundsError)
+    assert isinstance(outcomes[3], InsufficientFundsError)
+    assert _rows(group) == {"a": 1, "c-direct": 2, "c-orm": 3, "e": 1}
+    assert durable == ["c"]
+    assert (group.batches, group.operations) == (2, 1 + len(works))

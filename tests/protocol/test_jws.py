@@ -783,3 +783,34 @@ def test_any_json_payload_ends_in_jws_error_or_a_payload(value: Any) -> None:
     for payload in (json.dumps(value).encode(), json.dumps({"v": 1, "x": value}).encode()):
         with pytest.raises(JwsError):
             verify_receipt(forge(payload=payload))
+
+
+# --- the kid cache --------------------------------------------------------------------------------
+
+
+def test_remembered_kids_are_per_key_object_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`jws._kid` remembers a thumbprint per key object: it names only that key (another key object, even
+    one checked just before, gets its own), and a full cache starts over instead of growing."""
+    token = jws.sign(RECEIPT, SIGNER)
+    other = OTHER.public_key()
+    for _ in range(3):  # remembered after the first round: the answers do not change
+        assert verify_receipt(token, keys=PUB) == RECEIPT
+        assert verify_receipt(token, keys=KEY.public_key()) == RECEIPT  # a new object of the same key
+        with pytest.raises(JwsError, match="kid"):
+            verify_receipt(token, keys=other)
+        with pytest.raises(JwsError, match="kid"):
+            verify_receipt(jws.sign(RECEIPT, jws.SoftwareSigner(OTHER)), keys=PUB)
+    assert jws._kid(PUB) == KID
+    assert jws._kid(other) == jwk_thumbprint(other)
+    monkeypatch.setattr(jws, "KID_CACHE", 2)
+    monkeypatch.setattr(jws, "_kids", {})
+    keys = [ec.generate_private_key(ec.SECP256R1()).public_key() for _ in range(5)]
+    for key in keys:
+        assert jws._kid(key) == jwk_thumbprint(key)
+        assert len(jws._kids) <= 2
+    assert [jws._kid(key) for key in keys] == [jwk_thumbprint(key) for key in keys]
+
+
+def test_software_signer_keeps_one_public_key_object() -> None:
+    assert SIGNER.public_key() is SIGNER.public_key()
+    assert jwk_thumbprint(SIGNER.public_key()) == KID
