@@ -17,7 +17,9 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +282,34 @@ def _try_lock(path: str) -> bool:
     return True
 
 
+@contextmanager
+def _held(path: str) -> Iterator[Callable[[], None]]:
+    """An exclusive flock of `path` held by another process until `let_go()` is called (or the block ends)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
+            path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    with holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held"
+        stdin = holder.stdin
+
+        def let_go() -> None:
+            stdin.write("\n")
+            stdin.flush()
+
+        yield let_go
+
+
 def test_the_cross_process_writer_lock_is_held_exactly_while_writing(tmp_path: Path, media: Media) -> None:
     center, _item = setup_center(tmp_path / "c", media)
     engine = center.app.state.center.engine
@@ -305,27 +335,10 @@ def test_a_write_behind_another_process_holding_the_lock_commits_once_it_lets_go
     device = center.device()
     path = tx.lock_path(center.app.state.center.engine)
     assert path is not None
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
-            path,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    with holder:
-        assert holder.stdout is not None
-        assert holder.stdin is not None
-        assert holder.stdout.readline().strip() == "held"
-        with ThreadPoolExecutor(1) as pool:
-            funding = pool.submit(center.fund, device, PRICE)
-            holder.stdin.write("\n")
-            holder.stdin.flush()
-            funding.result(timeout=60)
+    with _held(path) as let_go, ThreadPoolExecutor(1) as pool:
+        funding = pool.submit(center.fund, device, PRICE)
+        let_go()
+        funding.result(timeout=60)
     assert center.balance(ledger.wallet(device.device_id, "JPY")) == PRICE
     assert center.report()["checks"]["ok"]
 
@@ -355,30 +368,14 @@ def test_a_writer_queues_behind_a_process_waiting_for_its_turn(tmp_path: Path, m
     assert path is not None
     queue = path[: -len(tx.LOCK_SUFFIX)] + tx.QUEUE_SUFFIX
     assert Path(queue).stat().st_mode & 0o777 == 0o600  # made by the writes of setup_center
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.readline()",
-            queue,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    with holder:
-        assert holder.stdout is not None
-        assert holder.stdin is not None
-        assert holder.stdout.readline().strip() == "held"
+    with _held(queue) as let_go:
         assert _try_lock(path)  # the write lock itself is free
         with ThreadPoolExecutor(1) as pool:
             funding = pool.submit(center.fund, device, PRICE)
             with pytest.raises(TimeoutError):
                 funding.result(timeout=0.5)  # waits in the queue (a bound, not a timing claim)
             assert center.balance(ledger.wallet(device.device_id, "JPY")) == 0
-            holder.stdin.write("\n")
-            holder.stdin.flush()
+            let_go()
             funding.result(timeout=60)
     assert center.balance(ledger.wallet(device.device_id, "JPY")) == PRICE
     assert _try_lock(queue)  # let go once the write lock was held
