@@ -49,6 +49,18 @@ class Batch:
 
         return self.pool.submit(self.group.run, first)
 
+    def queue(self, works: list[Callable[[Session], Any]]) -> list[Future[Any]]:
+        """`works` submitted one by one, each only once the one before is in the queue: the batch runs them
+        in this order."""
+        futures: list[Future[Any]] = []
+        for work in works:
+            futures.append(self.pool.submit(self.group.run, work))
+            for _ in range(int(WAIT * 100)):
+                if len(self.group._queue) == len(futures):
+                    break
+                threading.Event().wait(0.01)
+        return futures
+
     def let_go(self, waiting: int) -> None:
         for _ in range(int(WAIT * 100)):
             if len(self.group._queue) >= waiting:
@@ -96,13 +108,7 @@ def test_a_failing_operation_leaves_nothing_and_the_others_commit(group: GroupCo
     with ThreadPoolExecutor(len(works) + 1) as pool:
         batch = Batch(group, pool)
         first = batch.hold()
-        futures = {}
-        for key, work in works.items():  # queued in this order: the batch runs them in this order
-            futures[key] = pool.submit(group.run, work)
-            for _ in range(int(WAIT * 100)):
-                if len(group._queue) == len(futures):
-                    break
-                threading.Event().wait(0.01)
+        futures = dict(zip(works, batch.queue(list(works.values())), strict=True))
         batch.let_go(len(works))
         first.result(WAIT)
         outcomes = {key: f.exception(WAIT) or f.result() for key, f in futures.items()}
@@ -341,13 +347,7 @@ def test_operations_on_the_connection_alone_or_with_a_session_commit_or_roll_bac
     with ThreadPoolExecutor(len(works) + 1) as pool:
         batch = Batch(group, pool)
         first = batch.hold()
-        futures = []
-        for work in works:
-            futures.append(pool.submit(group.run, work))
-            for _ in range(int(WAIT * 100)):
-                if len(group._queue) == len(futures):
-                    break
-                threading.Event().wait(0.01)
+        futures = batch.queue(works)
         batch.let_go(len(works))
         first.result(WAIT)
         outcomes = [f.exception(WAIT) or f.result() for f in futures]
